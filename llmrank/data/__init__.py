@@ -1,0 +1,99 @@
+"""Datasets in one shape (:class:`RankingData`) whatever their layout; see :func:`load_dataset`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmrank.data.beir import is_beir_dir, load_beir
+from llmrank.data.bright import BRIGHT_TASKS, is_bright_dir, load_bright
+from llmrank.data.jsonl import is_llmrank_jsonl, load_jsonl
+from llmrank.data.trec import load_candidates_json, read_qrels, read_run, read_topics, write_run
+from llmrank.data.types import Candidates, Doc, Qrels, Query, RankingData
+from llmrank.errors import LlmrankError
+
+__all__ = [
+    "BRIGHT_TASKS", "Candidates", "Doc", "Qrels", "Query", "RankingData", "load_dataset", "load_run",
+    "read_qrels", "read_run", "read_topics", "write_run", "detect_layout",
+]
+
+LAYOUTS = """accepted layouts:
+  - a BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
+  - a candidates JSON (RankGPT / rank_llm shape): [{"query": ..., "hits": [{"content", "qid", "docid", "rank", "score"}]}]
+  - a BRIGHT directory: examples.jsonl[.gz] | examples.parquet | examples/*.parquet (+ documents likewise), or hf://xlangai/BRIGHT
+  - a jsonl of your own: one {"qid", "query", "docs": [{"docid", "text", "label"}]} per line"""
+
+
+def _is_candidates_json(path: Path) -> bool:
+    if not path.is_file() or path.suffix != ".json":
+        return False
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("[") and '"hits"' in head or head.startswith("[]")
+
+
+def detect_layout(path: str | Path) -> str:
+    """One of ``beir``, ``candidates-json``, ``bright``, ``jsonl``; a clear error listing the layouts otherwise."""
+    if str(path).startswith("hf://"):
+        return "bright"
+    p = Path(path)
+    if not p.exists():
+        raise LlmrankError(f"{p}: no such file or directory")
+    if is_beir_dir(p):
+        return "beir"
+    if is_bright_dir(p):
+        return "bright"
+    if _is_candidates_json(p):
+        return "candidates-json"
+    if is_llmrank_jsonl(p):
+        return "jsonl"
+    if p.is_dir():
+        jsons = sorted(f for f in p.glob("*.json") if _is_candidates_json(f))
+        if len(jsons) == 1:
+            return "candidates-json"
+    raise LlmrankError(f"{p}: not a dataset llmrank recognises; {LAYOUTS}")
+
+
+def _sibling_qrels(path: Path) -> Qrels | None:
+    for name in ("qrels.txt", "qrels.tsv", "qrels.trec"):
+        if (path.parent / name).is_file():
+            return read_qrels(path.parent / name)
+    return None
+
+
+def load_dataset(path: str | Path, split: str = "test", query_field: str = "query") -> RankingData:
+    """Load any accepted layout. ``split`` picks BEIR qrels or the BRIGHT task.
+
+    A candidates JSON (or a directory holding exactly one) picks up a ``qrels.txt`` lying beside it.
+    """
+    kind = detect_layout(path)
+    if kind == "beir":
+        return load_beir(path, split)
+    if kind == "bright":
+        return load_bright(path, split, query_field=query_field)
+    if kind == "jsonl":
+        return load_jsonl(path)
+    p = Path(path)
+    if p.is_dir():
+        p = next(f for f in sorted(p.glob("*.json")) if _is_candidates_json(f))
+    data = load_candidates_json(p)
+    data.qrels = _sibling_qrels(p)
+    return data
+
+
+def load_run(path: str | Path) -> Candidates:
+    """A run to evaluate: a TREC run file or a candidates JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise LlmrankError(f"{p}: file not found")
+    if _is_candidates_json(p):
+        return load_candidates_json(p).candidates
+    with open(p, encoding="utf-8") as f:
+        head = f.read(1).strip()
+    if head in ("[", "{"):
+        try:
+            json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LlmrankError(f"{p}: malformed JSON at line {e.lineno} ({e.msg})") from None
+        raise LlmrankError(f"{p}: a JSON run must be a candidates list [{{query, hits}}]")
+    return read_run(p)

@@ -1,0 +1,138 @@
+"""TREC files (runs, qrels, topics) and candidate lists in the RankGPT / rank_llm JSON shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmrank.data.io import atomic_write_text, open_text, require
+from llmrank.data.types import Candidates, Doc, Qrels, Query, RankingData
+from llmrank.errors import LlmrankError
+
+
+def read_run(path: str | Path) -> Candidates:
+    """A TREC run (``qid Q0 docid rank score tag``), each query's list sorted by score, best first."""
+    lists: dict[str, list[tuple[str, float, int]]] = {}
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise LlmrankError(f"{path}:{lineno}: a TREC run line has 6 fields (qid Q0 docid rank score tag), got {len(parts)}")
+            qid, _, docid, rank, score, _ = parts
+            try:
+                lists.setdefault(qid, []).append((docid, float(score), int(rank)))
+            except ValueError:
+                raise LlmrankError(f"{path}:{lineno}: rank must be an integer and score a number") from None
+    # trec_eval's order: score descending, ties by docid descending (two stable sorts).
+    out = {}
+    for q, items in lists.items():
+        items = sorted(items, key=lambda x: x[0], reverse=True)
+        out[q] = [(d, s) for d, s, _ in sorted(items, key=lambda x: -x[1])]
+    return Candidates(out)
+
+
+def write_run(candidates: Candidates, path: str | Path, tag: str = "llmrank") -> None:
+    """Write a TREC run whose scores sort in each list's order (see :meth:`Candidates.run_scores`)."""
+    lines = []
+    for qid, scores in candidates.run_scores().items():
+        for rank, (docid, score) in enumerate(scores.items(), 1):
+            lines.append(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+    atomic_write_text(path, "".join(lines))
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """TREC qrels (``qid iter docid grade``) or BEIR ``qrels/*.tsv`` (header ``query-id corpus-id score``)."""
+    qrels: Qrels = {}
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if lineno == 1 and parts[0] in ("query-id", "query_id", "qid"):
+                continue  # BEIR header
+            if len(parts) == 4:
+                qid, _, docid, grade = parts
+            elif len(parts) == 3:
+                qid, docid, grade = parts
+            else:
+                raise LlmrankError(
+                    f"{path}:{lineno}: a qrels line has 4 fields (qid iter docid grade) or 3 (query-id corpus-id score), got {len(parts)}"
+                )
+            try:
+                qrels.setdefault(qid, {})[docid] = int(float(grade))
+            except ValueError:
+                raise LlmrankError(f"{path}:{lineno}: relevance grade '{grade}' is not a number") from None
+    if not qrels:
+        raise LlmrankError(f"{path}: no judgements found")
+    return qrels
+
+
+def write_qrels(qrels: Qrels, path: str | Path) -> None:
+    atomic_write_text(path, "".join(f"{q} 0 {d} {g}\n" for q, docs in qrels.items() for d, g in docs.items()))
+
+
+def read_topics(path: str | Path) -> dict[str, Query]:
+    """A topics TSV: ``qid<TAB>query`` per line."""
+    queries: dict[str, Query] = {}
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t", 1)
+            if len(parts) != 2:
+                raise LlmrankError(f"{path}:{lineno}: a topics line is 'qid<TAB>query'")
+            queries[parts[0]] = Query(parts[0], parts[1])
+    return queries
+
+
+def load_candidates_json(path: str | Path) -> RankingData:
+    """Candidate lists in the RankGPT / rank_llm shape: ``[{query, hits: [{content, qid, docid, rank, score}]}]``."""
+    path = Path(path)
+    with open_text(path) as f:
+        try:
+            items = json.load(f)
+        except json.JSONDecodeError as e:
+            raise LlmrankError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
+    if not isinstance(items, list):
+        raise LlmrankError(f"{path}: expected a JSON list of {{query, hits}} objects")
+    queries: dict[str, Query] = {}
+    docs: dict[str, Doc] = {}
+    lists: dict[str, list[tuple[str, float]]] = {}
+    for i, item in enumerate(items):
+        where = f"{path}: item {i}"
+        if not isinstance(item, dict):
+            raise LlmrankError(f"{where}: expected an object with 'query' and 'hits'")
+        text = require(item, "query", where)
+        hits = require(item, "hits", where, list)
+        qid = str(item.get("qid", hits[0].get("qid") if hits and isinstance(hits[0], dict) else i))
+        entries = []
+        for j, hit in enumerate(hits):
+            hw = f"{where}, hit {j}"
+            if not isinstance(hit, dict):
+                raise LlmrankError(f"{hw}: expected an object with 'docid' and 'content'")
+            docid = str(require(hit, "docid", hw, (str, int)))
+            docs[docid] = Doc(docid, require(hit, "content", hw))
+            score = hit.get("score")
+            entries.append((docid, float(score) if score is not None else float(len(hits) - j), hit.get("rank", j + 1)))
+        entries.sort(key=lambda e: e[2])
+        queries[qid] = Query(qid, text)
+        lists[qid] = [(d, s) for d, s, _ in entries]
+    return RankingData(path.stem, queries, docs, None, Candidates(lists), source=str(path), kind="candidates-json")
+
+
+def write_candidates_json(data: RankingData, candidates: Candidates, path: str | Path) -> None:
+    """Write candidate lists (e.g. a reranked run) in the RankGPT / rank_llm JSON shape."""
+    out = []
+    for qid, items in candidates.items():
+        out.append(
+            {
+                "query": data.queries[qid].text,
+                "hits": [
+                    {"content": data.docs[d].contents, "qid": qid, "docid": d, "rank": r, "score": s}
+                    for r, (d, s) in enumerate(items, 1)
+                ],
+            }
+        )
+    atomic_write_text(path, json.dumps(out, ensure_ascii=False, indent=1))

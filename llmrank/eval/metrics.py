@@ -1,0 +1,76 @@
+"""IR metrics through ir_measures (pytrec_eval underneath), with trec_eval conventions.
+
+Metric names are written the way IR papers write them, case-insensitively: ``ndcg@10``, ``mrr@10``,
+``recall@100``, ``map``, ``map@100``, ``p@10``, ``r-prec``. nDCG uses graded gains; binary measures
+(recall, MRR, MAP, precision) count a document relevant when its grade is ≥ ``rel_threshold`` (as
+``trec_eval -l``; TREC DL passage evaluation uses 2).
+"""
+
+from __future__ import annotations
+
+import re
+
+import ir_measures
+
+from llmrank.data.types import Candidates, Qrels
+from llmrank.errors import LlmrankError
+
+_NAMES = {
+    "ndcg": "nDCG",
+    "mrr": "RR",
+    "rr": "RR",
+    "recall": "R",
+    "r": "R",
+    "map": "AP",
+    "ap": "AP",
+    "p": "P",
+    "precision": "P",
+    "r-prec": "Rprec",
+    "rprec": "Rprec",
+}
+_BINARY = {"RR", "R", "AP", "P", "Rprec"}
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+def parse_metric(name: str, rel_threshold: int = 1):
+    """An ir_measures measure for a metric name; an unknown name is a user error listing the known ones."""
+    m = re.fullmatch(r"([a-zA-Z-]+)(?:@(\d+))?", name.strip())
+    base = _NAMES.get(m.group(1).lower()) if m else None
+    if base is None:
+        raise LlmrankError(f"unknown metric '{name}' (known: ndcg@k, mrr@k, recall@k, map, map@k, p@k, r-prec)")
+    text = base
+    if base in _BINARY and rel_threshold != 1:
+        text += f"(rel={rel_threshold})"
+    if m.group(2):
+        text += f"@{m.group(2)}"
+    return ir_measures.parse_measure(text)
+
+
+def _check(run: Candidates, qrels: Qrels) -> None:
+    unknown = [q for q in run if q not in qrels]
+    if unknown and len(unknown) == len(run):
+        raise LlmrankError(f"none of the run's {len(run)} queries is in the qrels (first run qid: {unknown[0]})")
+    if unknown:
+        raise LlmrankError(f"the run names {len(unknown)} queries that the qrels do not judge (first: {unknown[0]}); "
+                           "evaluate against the qrels of the same split")
+
+
+def evaluate(run: Candidates, qrels: Qrels, metrics=DEFAULT_METRICS, rel_threshold: int = 1,
+             per_query: bool = False) -> dict:
+    """Mean of each metric over the run's queries, keyed by the metric names as given.
+
+    With ``per_query=True`` returns ``{name: {qid: value}}`` instead. Queries of the qrels that the run
+    lacks count as 0 only if they are in the run; as in trec_eval, the mean is over the run's queries.
+    """
+    _check(run, qrels)
+    measures = {name: parse_metric(name, rel_threshold) for name in metrics}
+    scores = run.run_scores()
+    judged = {q: qrels[q] for q in scores}
+    if per_query:
+        out: dict[str, dict[str, float]] = {name: {q: 0.0 for q in scores} for name in metrics}
+        by_measure = {m: n for n, m in measures.items()}
+        for r in ir_measures.iter_calc(list(measures.values()), judged, scores):
+            out[by_measure[r.measure]][r.query_id] = float(r.value)
+        return out
+    agg = ir_measures.calc_aggregate(list(measures.values()), judged, scores)
+    return {name: float(agg[m]) for name, m in measures.items()}
