@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from llmrank.backends import make_backend
+from llmrank.data import load_dataset, write_run
+from llmrank.data.bm25 import ensure_candidates
+from llmrank.eval.metrics import evaluate
+from llmrank.rerankers import RERANKERS, build_reranker
+from llmrank.rerankers.base import total_cost
+
+NAME = "rerank"
+HELP = "Rerank a dataset's first-stage candidates with an LLM (pointwise, pairwise, listwise, setwise)."
+
+
+def add_model_arguments(p) -> None:
+    """Options shared by every command that runs a model (rerank, teach)."""
+    p.add_argument("--model", default="smollm2-135m", help="alias (smollm2-135m, gemma3-270m), local path or hub id")
+    p.add_argument("--backend", default="hf", help="hf | vllm | openai, or an http:// base URL of an OpenAI-compatible server")
+    p.add_argument("--base-url", default=None, help="server URL for --backend openai")
+    p.add_argument("--dtype", default="float32", help="hf/vllm weights dtype: float32 | bfloat16 | auto")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf)")
+
+
+def add_data_arguments(p) -> None:
+    p.add_argument("dataset", help="dataset path (BEIR dir, candidates JSON, BRIGHT dir, jsonl)")
+    p.add_argument("--split", default="test", help="BEIR qrels split, or BRIGHT task")
+    p.add_argument("--top-k", type=int, default=20, help="rerank the first k candidates of each query")
+    p.add_argument("--first-stage-k", type=int, default=100, help="BM25 depth when the dataset has no candidates")
+    p.add_argument("--queries", type=int, default=None, help="keep only the first N queries")
+
+
+def backend_options(args) -> dict:
+    opts = {}
+    backend = args.backend
+    if backend == "hf" or backend == "vllm":
+        opts["dtype"] = args.dtype
+    if backend == "hf":
+        opts["batch_size"] = args.batch_size
+    if args.base_url:
+        opts["base_url"] = args.base_url
+    return opts
+
+
+def add_arguments(p) -> None:
+    add_data_arguments(p)
+    add_model_arguments(p)
+    p.add_argument("--method", default="pointwise", choices=sorted(RERANKERS), help="ranking method")
+    p.add_argument("--prompt", default=None, help="prompt name under prompts/ or a YAML path (default: the method's)")
+    p.add_argument("-o", "--output", required=True, help="TREC run to write (a .json path writes a candidates JSON)")
+
+
+def run(args) -> int:
+    data = load_dataset(args.dataset, args.split).first_queries(args.queries)
+    first = ensure_candidates(data, args.first_stage_k, show_progress=sys.stderr.isatty()).subset(data.queries)
+    backend = make_backend(args.backend, args.model, **backend_options(args))
+    reranker = build_reranker(args.method, backend, args.prompt)
+    run_, rankings = reranker.rerank_all(data, first, args.top_k)
+    if args.output.endswith(".json"):
+        from llmrank.data.trec import write_candidates_json
+
+        write_candidates_json(data, run_, args.output)
+    else:
+        write_run(run_, args.output, tag=f"llmrank-{args.method}")
+    cost = total_cost(rankings)
+    print(f"wrote {args.output}: {len(run_)} queries, top-{args.top_k} reranked by {args.method} "
+          f"({cost.get('calls_per_query', 0):.1f} calls, {cost.get('seconds_per_query', 0):.2f} s per query)", file=sys.stderr)
+    if cost.get("truncated_docs"):
+        print(f"note: {int(cost['truncated_docs'])} documents were truncated (from the document side) to fit", file=sys.stderr)
+    if data.qrels:
+        metrics = ["ndcg@10", "mrr@10"]
+        before = evaluate(first.top(args.top_k), data.qrels, metrics)
+        after = evaluate(run_.top(args.top_k), data.qrels, metrics)
+        print(json.dumps({"first_stage": before, args.method: after}))
+    return 0

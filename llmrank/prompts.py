@@ -1,0 +1,118 @@
+"""Prompt templates as YAML files, and the ONE place a ranking prompt becomes model input.
+
+A prompt file (``prompts/<name>.yaml``, or any path) holds::
+
+    name: yes_no            # how recipes and the CLI refer to it
+    version: 1              # bump when the wording changes (it is part of teacher-cache keys)
+    method: pointwise       # pointwise | pairwise | listwise | setwise | rationale
+    system: "…"             # optional system message
+    template: "…{{ query }}…{{ document }}…"   # jinja2; fields depend on the method
+    answers: {yes: "yes", no: "no"}            # label tokens read from the next-token logits (pointwise)
+    output_regex: "…"       # what a generated answer must match (generative methods)
+
+:func:`render_chat` applies the model's chat template when it has one (else joins system and user text),
+so training, scoring and serving all see the string built here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from llmrank.errors import LlmrankError
+
+PROMPTS_DIR = Path(os.environ.get("LLMRANK_PROMPTS") or Path(__file__).resolve().parents[1] / "prompts")
+METHODS = ("pointwise", "pairwise", "listwise", "setwise", "rationale")
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A validated prompt file."""
+
+    name: str
+    method: str
+    template: str
+    version: int = 1
+    system: str = ""
+    answers: dict = field(default_factory=dict)
+    output_regex: str = ""
+    description: str = ""
+    path: str = ""
+
+    def render_user(self, **fields) -> str:
+        try:
+            return _ENV.from_string(self.template).render(**fields)
+        except jinja2.UndefinedError as e:
+            raise LlmrankError(f"prompt '{self.name}' ({self.path}): template uses a field not given: {e.message}") from None
+
+    def messages(self, **fields) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        return msgs + [{"role": "user", "content": self.render_user(**fields)}]
+
+    @property
+    def key(self) -> str:
+        """Identifies the wording for caches: ``name@version``."""
+        return f"{self.name}@{self.version}"
+
+
+_REQUIRED = {"name": str, "method": str, "template": str}
+_OPTIONAL = {"version": int, "system": str, "answers": dict, "output_regex": str, "description": str}
+
+
+def load_prompt(name_or_path: str) -> PromptTemplate:
+    """Load a prompt by name (``prompts/<name>.yaml``) or by path; a malformed file names file and key."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROMPTS_DIR / f"{name_or_path}.yaml"
+    return _load(str(path.resolve()) if path.exists() else str(path))
+
+
+@lru_cache(maxsize=64)
+def _load(path_str: str) -> PromptTemplate:
+    path = Path(path_str)
+    if not path.is_file():
+        known = ", ".join(available_prompts())
+        raise LlmrankError(f"prompt '{path_str}' not found (a file path, or one of: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise LlmrankError(f"{path}: malformed YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise LlmrankError(f"{path}: a prompt file is a mapping with keys {sorted(_REQUIRED)}")
+    for key, typ in _REQUIRED.items():
+        if key not in raw:
+            raise LlmrankError(f"{path}: missing required key '{key}'")
+    for key, value in raw.items():
+        typ = _REQUIRED.get(key) or _OPTIONAL.get(key)
+        if typ is None:
+            raise LlmrankError(f"{path}: unknown key '{key}' (expected {sorted(_REQUIRED) + sorted(_OPTIONAL)})")
+        if not isinstance(value, typ):
+            raise LlmrankError(f"{path}: key '{key}' should be {typ.__name__}, got {type(value).__name__}")
+    if raw["method"] not in METHODS:
+        raise LlmrankError(f"{path}: method '{raw['method']}' is not one of {METHODS}")
+    if raw["method"] == "pointwise" and not raw.get("answers"):
+        raise LlmrankError(f"{path}: a pointwise prompt needs 'answers' (e.g. {{yes: yes, no: no}})")
+    try:
+        _ENV.parse(raw["template"])
+    except jinja2.TemplateSyntaxError as e:
+        raise LlmrankError(f"{path}: key 'template' is not valid jinja2 (line {e.lineno}: {e.message})") from None
+    return PromptTemplate(path=str(path), **raw)
+
+
+def available_prompts() -> list[str]:
+    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """The model-input string for ``messages``: the tokenizer's chat template when it has one, otherwise
+    the system and user texts joined by blank lines (base models such as Gemma 3 270M)."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    text = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "user"))
+    return text + ("\n\nAnswer:" if add_generation_prompt else "")

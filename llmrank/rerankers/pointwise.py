@@ -1,0 +1,94 @@
+"""Pointwise reranking: each (query, document) scored alone from the next-token label distribution.
+
+``yes_no`` prompts score P(yes) / (P(yes) + P(no)) (monoT5 / RankLLaMA style); prompts with numeric
+answers (``graded``: 0–3) score the expected grade. :func:`build_pointwise_prompt` is the one function
+that turns a query and a document into model input — the distillation trainer, this reranker and the
+vLLM export all call it, so training, scoring and serving read the same string.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from llmrank.backends.base import Backend
+from llmrank.data.types import Doc, Query
+from llmrank.prompts import PromptTemplate, load_prompt, render_chat
+from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
+
+DEFAULT_MAX_DOC_TOKENS = 384
+
+
+def truncate_document(tokenizer, text: str, max_tokens: int | None) -> tuple[str, bool]:
+    """``text`` cut to ``max_tokens`` tokens (from the end: the query is never touched)."""
+    if tokenizer is None or not max_tokens:
+        return text, False
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= max_tokens:
+        return text, False
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), True
+
+
+def build_pointwise_prompt(prompt: PromptTemplate, tokenizer, query: str, document: str,
+                           max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS) -> tuple[str, bool]:
+    """The model input for one (query, document) pair, and whether the document was truncated."""
+    document, truncated = truncate_document(tokenizer, document, max_doc_tokens)
+    return render_chat(tokenizer, prompt.messages(query=query, document=document)), truncated
+
+
+class PointwiseReranker(Reranker):
+    """Scores every document independently; ``variants=False`` reads exactly one token per answer
+    (the way a vLLM ``from_2_way_softmax`` export reads it: use it for students)."""
+
+    method = "pointwise"
+
+    def __init__(self, backend: Backend, prompt: str | PromptTemplate = "yes_no",
+                 max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, variants: bool = True):
+        self.backend = backend
+        self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
+        if self.prompt.method != "pointwise":
+            raise ValueError(f"prompt '{self.prompt.name}' is for {self.prompt.method}, not pointwise")
+        self.max_doc_tokens = max_doc_tokens
+        self.variants = variants
+        self.labels = list(self.prompt.answers.values())
+        keys = list(self.prompt.answers)
+        self.graded = keys != ["yes", "no"]
+        if self.graded:
+            try:
+                self.grades = np.array([float(k) for k in keys])
+            except ValueError:
+                raise ValueError(f"prompt '{self.prompt.name}': answers are either {{yes, no}} or numeric grades, got {keys}") from None
+
+    @property
+    def cache_key(self) -> dict:
+        return {"method": self.method, "model": self.backend.model, "prompt": self.prompt.key,
+                "max_doc_tokens": self.max_doc_tokens, "variants": self.variants}
+
+    def prompts_for(self, query: str, documents: list[str]) -> tuple[list[str], int]:
+        built = [build_pointwise_prompt(self.prompt, self.backend.tokenizer, query, d, self.max_doc_tokens) for d in documents]
+        return [p for p, _ in built], sum(t for _, t in built)
+
+    def score(self, query: str, documents: list[str]) -> np.ndarray:
+        prompts, _ = self.prompts_for(query, documents)
+        return self._score_prompts(prompts)
+
+    def _score_prompts(self, prompts: list[str]) -> np.ndarray:
+        lp = self.backend.label_logprobs(prompts, self.labels, variants=self.variants)
+        if not self.graded:
+            from llmrank.backends.base import two_way
+
+            return two_way(lp[:, 0], lp[:, 1])
+        lp = np.where(np.isfinite(lp), lp, -1e9)
+        p = np.exp(lp - lp.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return p @ self.grades
+
+    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
+        before = Counter(self.backend.stats)
+        prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
+        scores = self._score_prompts(prompts)
+        cost = Counter(self.backend.stats)
+        cost.subtract(before)
+        cost["truncated_docs"] = truncated
+        return ranking_from_scores(docs, scores, cost=+cost if any(v > 0 for v in cost.values()) else cost)
