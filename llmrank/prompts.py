@@ -96,6 +96,9 @@ def _load(path_str: str) -> PromptTemplate:
             raise LlmrankError(f"{path}: key '{key}' should be {typ.__name__}, got {type(value).__name__}")
     if raw["method"] not in METHODS:
         raise LlmrankError(f"{path}: method '{raw['method']}' is not one of {METHODS}")
+    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in raw.get("answers", {}).items()):
+        raise LlmrankError(f"{path}: key 'answers' maps label names to token texts, both quoted strings "
+                           "(YAML reads a bare yes/no as a boolean)")
     if raw["method"] == "pointwise" and not raw.get("answers"):
         raise LlmrankError(f"{path}: a pointwise prompt needs 'answers' (e.g. {{yes: yes, no: no}})")
     try:

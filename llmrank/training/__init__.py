@@ -1,0 +1,1 @@
+"""Trainers: ``distill`` (pointwise student on ranking losses), ``sft`` (reasoning student), ``grpo``, ``dpo``."""
