@@ -17,11 +17,15 @@ __all__ = [
     "read_qrels", "read_run", "read_topics", "write_run", "detect_layout",
 ]
 
-LAYOUTS = """accepted layouts:
-  - a BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
-  - a candidates JSON (RankGPT / rank_llm shape): [{"query": ..., "hits": [{"content", "qid", "docid", "rank", "score"}]}]
-  - a BRIGHT directory: examples.jsonl[.gz] | examples.parquet | examples/*.parquet (+ documents likewise), or hf://xlangai/BRIGHT
-  - a jsonl of your own: one {"qid", "query", "docs": [{"docid", "text", "label"}]} per line"""
+# One line: the CLI prints a user error as a single line.
+LAYOUTS = (
+    "accepted layouts: "
+    "(1) a BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv; "
+    '(2) a candidates JSON (RankGPT / rank_llm shape): [{"query": ..., "hits": [{"content", "qid", "docid", "rank", "score"}]}]; '
+    "(3) a BRIGHT directory: examples.jsonl[.gz] | examples.parquet | examples/*.parquet (+ documents likewise), "
+    "or hf://xlangai/BRIGHT; "
+    '(4) a jsonl of your own: one {"qid", "query", "docs": [{"docid", "text", "label"}]} per line'
+)
 
 
 def _is_candidates_json(path: Path) -> bool:
@@ -29,7 +33,16 @@ def _is_candidates_json(path: Path) -> bool:
         return False
     with open(path, encoding="utf-8") as f:
         head = f.read(4096).lstrip()
-    return head.startswith("[") and '"hits"' in head or head.startswith("[]")
+    if not head.startswith("["):
+        return False
+    if '"hits"' in head or head[1:].lstrip().startswith("]"):
+        return True
+    # A first query longer than the head (BRIGHT queries reach 20k characters) hides "hits": parse it all.
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(items, list) and (not items or isinstance(items[0], dict) and "hits" in items[0])
 
 
 def detect_layout(path: str | Path) -> str:

@@ -47,6 +47,9 @@ class BM25Index:
         import bm25s
         import Stemmer
 
+        # bm25s pins its own logger at DEBUG, which prints "DEBUG bm25s: ..." lines on every index build;
+        # let it follow the application's level instead (-v shows INFO, never DEBUG).
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
         if not docs:
             raise LlmrankError("BM25 needs documents, and this dataset has none (BRIGHT without its documents, or a run file)")
         self.cfg = cfg

@@ -32,7 +32,10 @@ def load_jsonl(path: str | Path) -> RankingData:
                 raise LlmrankError(f"{where}: docs[{j}] should be a string or an object with 'text'")
             docid = str(d.get("docid", f"{qid}-{j}"))
             docs[docid] = Doc(docid, require(d, "text", f"{where}: docs[{j}]"), d.get("title") or "")
-            items.append((docid, float(d.get("score", -j))))
+            score = d.get("score", -j)
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise LlmrankError(f"{where}: docs[{j}].score should be a number")
+            items.append((docid, float(score)))
             if "label" in d:
                 if not isinstance(d["label"], (int, float)):
                     raise LlmrankError(f"{where}: docs[{j}].label should be a number")

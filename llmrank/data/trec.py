@@ -34,11 +34,15 @@ def read_run(path: str | Path) -> Candidates:
 
 
 def write_run(candidates: Candidates, path: str | Path, tag: str = "llmrank") -> None:
-    """Write a TREC run whose scores sort in each list's order (see :meth:`Candidates.run_scores`)."""
+    """Write a TREC run whose scores sort in each list's order (see :meth:`Candidates.run_scores`).
+
+    Scores are written with ``repr`` (shortest exact form): rounding to a fixed number of decimals would
+    turn scores that differ past the last decimal (close probabilities) into ties that trec_eval reorders.
+    """
     lines = []
     for qid, scores in candidates.run_scores().items():
         for rank, (docid, score) in enumerate(scores.items(), 1):
-            lines.append(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+            lines.append(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
     atomic_write_text(path, "".join(lines))
 
 
@@ -106,7 +110,12 @@ def load_candidates_json(path: str | Path) -> RankingData:
             raise LlmrankError(f"{where}: expected an object with 'query' and 'hits'")
         text = require(item, "query", where)
         hits = require(item, "hits", where, list)
-        qid = str(item.get("qid", hits[0].get("qid") if hits and isinstance(hits[0], dict) else i))
+        qid = item.get("qid")
+        if qid is None and hits and isinstance(hits[0], dict):
+            qid = hits[0].get("qid")
+        qid = str(i if qid is None else qid)
+        if qid in queries:
+            raise LlmrankError(f"{where}: duplicate qid '{qid}'")
         entries = []
         for j, hit in enumerate(hits):
             hw = f"{where}, hit {j}"
@@ -114,8 +123,11 @@ def load_candidates_json(path: str | Path) -> RankingData:
                 raise LlmrankError(f"{hw}: expected an object with 'docid' and 'content'")
             docid = str(require(hit, "docid", hw, (str, int)))
             docs[docid] = Doc(docid, require(hit, "content", hw))
-            score = hit.get("score")
-            entries.append((docid, float(score) if score is not None else float(len(hits) - j), hit.get("rank", j + 1)))
+            score, rank = hit.get("score"), hit.get("rank", j + 1)
+            try:
+                entries.append((docid, float(score) if score is not None else float(len(hits) - j), int(rank)))
+            except (TypeError, ValueError):
+                raise LlmrankError(f"{hw}: 'score' must be a number and 'rank' an integer") from None
         entries.sort(key=lambda e: e[2])
         queries[qid] = Query(qid, text)
         lists[qid] = [(d, s) for d, s, _ in entries]

@@ -29,6 +29,8 @@ _NAMES = {
     "rprec": "Rprec",
 }
 _BINARY = {"RR", "R", "AP", "P", "Rprec"}
+_NEEDS_CUTOFF = {"R", "P"}  # pytrec_eval has no uncut recall / precision
+_NO_CUTOFF = {"Rprec"}
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
@@ -38,11 +40,18 @@ def parse_metric(name: str, rel_threshold: int = 1):
     base = _NAMES.get(m.group(1).lower()) if m else None
     if base is None:
         raise LlmrankError(f"unknown metric '{name}' (known: ndcg@k, mrr@k, recall@k, map, map@k, p@k, r-prec)")
+    cutoff = m.group(2)
+    if cutoff is not None and int(cutoff) < 1:
+        raise LlmrankError(f"metric '{name}': the cutoff must be a positive integer")
+    if base in _NEEDS_CUTOFF and cutoff is None:
+        raise LlmrankError(f"metric '{name}' needs a cutoff, e.g. {name.strip()}@100")
+    if base in _NO_CUTOFF and cutoff is not None:
+        raise LlmrankError(f"metric '{name}' takes no cutoff (r-prec)")
     text = base
     if base in _BINARY and rel_threshold != 1:
         text += f"(rel={rel_threshold})"
-    if m.group(2):
-        text += f"@{m.group(2)}"
+    if cutoff is not None:
+        text += f"@{int(cutoff)}"
     return ir_measures.parse_measure(text)
 
 
@@ -68,9 +77,12 @@ def evaluate(run: Candidates, qrels: Qrels, metrics=DEFAULT_METRICS, rel_thresho
     judged = {q: qrels[q] for q in scores}
     if per_query:
         out: dict[str, dict[str, float]] = {name: {q: 0.0 for q in scores} for name in metrics}
-        by_measure = {m: n for n, m in measures.items()}
-        for r in ir_measures.iter_calc(list(measures.values()), judged, scores):
-            out[by_measure[r.measure]][r.query_id] = float(r.value)
+        by_measure: dict = {}  # two names may parse to one measure (mrr@10, rr@10)
+        for n, m in measures.items():
+            by_measure.setdefault(m, []).append(n)
+        for r in ir_measures.iter_calc(list(set(measures.values())), judged, scores):
+            for n in by_measure[r.measure]:
+                out[n][r.query_id] = float(r.value)
         return out
     agg = ir_measures.calc_aggregate(list(measures.values()), judged, scores)
     return {name: float(agg[m]) for name, m in measures.items()}
