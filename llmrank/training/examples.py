@@ -10,22 +10,8 @@ from __future__ import annotations
 
 import random
 
-from llmrank.data.types import Candidates, Qrels, RankingData
+from llmrank.data.types import RankingData
 from llmrank.errors import LlmrankError
-
-
-def oracle_teacher(candidates: Candidates, qrels: Qrels, top_k: int) -> dict[str, dict]:
-    """The qrels as a teacher: judged documents first by grade, then first-stage order; scores = grades."""
-    out = {}
-    for qid, items in candidates.items():
-        if qid not in qrels:
-            continue
-        head = [d for d, _ in items[:top_k]]
-        order = sorted(range(len(head)), key=lambda i: (-qrels[qid].get(head[i], 0), i))
-        ranking = [head[i] for i in order]
-        out[qid] = {"qid": qid, "ranking": ranking, "scores": [float(qrels[qid].get(d, 0)) for d in ranking],
-                    "method": "oracle"}
-    return out
 
 
 def build_groups(data: RankingData, teacher: dict[str, dict], group_size: int = 8, top_keep: int | None = None,

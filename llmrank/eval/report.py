@@ -1,0 +1,110 @@
+"""The run report: ``runs/<name>/report.md`` with one table per eval dataset (first stage, teacher,
+student before and after distillation: quality and cost per query, and the teacher→student speed-up),
+PNG plots (score distributions of teacher vs student; per-query nDCG@10 deltas), and the same table for
+the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmrank.data.io import atomic_write_text
+
+LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_before": "student, zero-shot",
+          "student": "student, distilled"}
+
+
+def _table(rows: dict, metrics: list[str]) -> list[str]:
+    head = ["ranker", *metrics, "calls/q", "prompt tok/q", "s/q"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, rec in rows.items():
+        c = rec.get("cost") or {}
+        cells = [LABELS.get(row, row)] + [f"{rec['metrics'].get(m, float('nan')):.4f}" for m in metrics]
+        cells += [f"{c.get('calls_per_query', 0):.1f}", f"{c.get('prompt_tokens_per_query', 0):.0f}",
+                  f"{c.get('seconds_per_query', 0):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plots(name: str, rows: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    dist = [r for r in ("teacher", "student_before", "student") if r in rows]
+    if dist:
+        fig, axes = plt.subplots(1, len(dist), figsize=(4 * len(dist), 3))
+        axes = [axes] if len(dist) == 1 else axes
+        for ax, r in zip(axes, dist):
+            vals = [s for scores in rows[r]["scores"].values() for s in scores]
+            ax.hist(vals, bins=30, color="tab:blue" if r == "teacher" else "tab:orange")
+            ax.set_title(LABELS[r], fontsize=9)
+            ax.set_xlabel("score")
+        fig.suptitle(f"{name}: score distributions")
+        fig.tight_layout()
+        f = out / f"{name}-scores.png"
+        fig.savefig(f, dpi=100)
+        plt.close(fig)
+        files.append(f.name)
+    if "student" in rows:
+        base = "student_before" if "student_before" in rows else "first_stage"
+        after, before = rows["student"]["per_query"], rows[base]["per_query"]
+        deltas = sorted(after[q] - before.get(q, 0.0) for q in after)
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.bar(range(len(deltas)), deltas, color=["tab:green" if d > 0 else "tab:red" for d in deltas], width=1.0)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(f"{name}: per-query nDCG@10, distilled student − {LABELS[base]}", fontsize=9)
+        ax.set_xlabel("queries (sorted)")
+        fig.tight_layout()
+        f = out / f"{name}-ndcg-deltas.png"
+        fig.savefig(f, dpi=100)
+        plt.close(fig)
+        files.append(f.name)
+    return files
+
+
+def write_report(runner) -> str:
+    """Write ``report.md`` (+ plots) from the eval stage's rows; return the table as terminal text."""
+    ev = runner.recipe.eval
+    eval_dir = runner.stage_dir("eval")
+    recipe = runner.recipe
+    md = [f"# llmrank run `{recipe.name}`", ""]
+    teach_manifest = runner.stage_dir("teach") / "manifest.json"
+    t = recipe.teacher
+    md.append(f"Teacher: **{t.method}**" + (f" over {[m.method + ':' + m.model for m in t.members]}" if t.members else f" with `{t.model}`"))
+    if teach_manifest.is_file():
+        stats = json.loads(teach_manifest.read_text()).get("teacher", {})
+        if stats.get("metrics"):
+            md.append(f"On the {stats.get('queries', '?')} training queries: teacher "
+                      + ", ".join(f"{k}={v:.4f}" for k, v in stats["metrics"].items())
+                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in stats.get("first_stage_metrics", {}).items()))
+    if recipe.distill:
+        d = recipe.distill
+        md.append(f"Student: `{d.model}` + LoRA, loss `{d.loss}`, prompt `{d.prompt}`, training {d.training}")
+    md.append("")
+    terminal = []
+    for name in sorted(p.name for p in eval_dir.iterdir() if p.is_dir()) if eval_dir.is_dir() else []:
+        rows = {}
+        for row in ev.baselines:
+            f = eval_dir / name / f"{row}.json"
+            if f.is_file():
+                rows[row] = json.loads(f.read_text())
+        if not rows:
+            continue
+        n = next(iter(rows.values()))["queries"]
+        table = _table(rows, ev.metrics)
+        md += [f"## {name} ({n} queries, top-{ev.top_k} reranked)", "", *table, ""]
+        tc, sc = rows.get("teacher", {}).get("cost", {}), rows.get("student", {}).get("cost", {})
+        if tc.get("seconds_per_query") and sc.get("seconds_per_query"):
+            line = (f"Teacher → student speed-up: {tc['seconds_per_query'] / sc['seconds_per_query']:.1f}× "
+                    f"in seconds per query on this machine")
+            if tc.get("calls_per_query") and sc.get("calls_per_query"):
+                line += f"; {tc['calls_per_query'] / sc['calls_per_query']:.1f}× in model calls"
+            md += [line + ".", ""]
+        md += [f"![{f}]({eval_dir.name}/{f})" for f in _plots(name, rows, eval_dir)] + [""]
+        terminal += [f"{name} ({n} queries)", *table, ""]
+    atomic_write_text(runner.root / "report.md", "\n".join(md))
+    terminal.append(f"report: {runner.root / 'report.md'}")
+    return "\n".join(terminal)
