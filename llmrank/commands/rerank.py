@@ -68,9 +68,10 @@ def run(args) -> int:
           f"({cost.get('calls_per_query', 0):.1f} calls, {cost.get('seconds_per_query', 0):.2f} s per query)", file=sys.stderr)
     if cost.get("truncated_docs"):
         print(f"note: {int(cost['truncated_docs'])} documents were truncated (from the document side) to fit", file=sys.stderr)
-    if data.qrels:
+    judged = [q for q in run_.qids() if q in (data.qrels or {})]
+    if judged:
         metrics = ["ndcg@10", "mrr@10"]
-        before = evaluate(first.top(args.top_k), data.qrels, metrics)
-        after = evaluate(run_.top(args.top_k), data.qrels, metrics)
+        before = evaluate(first.subset(judged).top(args.top_k), data.qrels, metrics)
+        after = evaluate(run_.subset(judged).top(args.top_k), data.qrels, metrics)
         print(json.dumps({"first_stage": before, args.method: after}))
     return 0
