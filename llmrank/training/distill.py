@@ -151,6 +151,8 @@ def train_distill(cfg: DistillConfig, groups: list[dict], args: TrainingArgument
     out = Path(args.output_dir)
     if trainer.is_world_process_zero():
         save_student(trainer.model, tok, cfg, base_path, out, prompt)
+        log_rows = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+        (out / "adapter" / "trainer_log.json").write_text(json.dumps(log_rows))
     trainer.accelerator.wait_for_everyone()
     return out
 
@@ -171,7 +173,8 @@ def save_student(model, tokenizer, cfg: DistillConfig, base_path: str, out: Path
 
 
 def load_student(path: str | Path, dtype: str = "float32", **backend_options):
-    """A saved student (adapter dir or merged dir) as a :class:`PointwiseReranker` scoring exactly as trained."""
+    """A saved student (adapter dir or merged dir) as a :class:`PointwiseReranker` scoring exactly as trained,
+    or, for ``kind: "reasoning"``, a :class:`llmrank.training.sft.ReasoningStudentReranker`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmrank.backends.hf import HFBackend
@@ -193,4 +196,8 @@ def load_student(path: str | Path, dtype: str = "float32", **backend_options):
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
     backend = HFBackend(str(path), dtype=dtype, model_obj=model, tokenizer=tok, **backend_options)
+    if meta.get("kind", "pointwise") == "reasoning":  # an SFT reasoning student (llmrank.training.sft)
+        from llmrank.training.sft import reasoning_reranker_from_meta
+
+        return reasoning_reranker_from_meta(backend, meta)
     return PointwiseReranker(backend, meta["prompt"], max_doc_tokens=meta["max_doc_tokens"], variants=False)
