@@ -10,9 +10,16 @@ from llmrank.rerankers.base import Ranking, Reranker
 # method -> (module:class, default prompt)
 RERANKERS = {
     "pointwise": ("llmrank.rerankers.pointwise:PointwiseReranker", "yes_no"),
+    "pairwise": ("llmrank.rerankers.pairwise:PairwiseReranker", "prp"),
+    "listwise": ("llmrank.rerankers.listwise:ListwiseReranker", "rankgpt"),
+    "setwise": ("llmrank.rerankers.setwise:SetwiseReranker", "setwise"),
+    "rationale": ("llmrank.rerankers.rationale:RationaleReranker", "rationale"),
+    "dense": ("llmrank.rerankers.dense:DenseReranker", None),  # no LLM, no prompt: see needs_backend
+    # a student served by `llmrank serve` (vLLM /rerank): --backend http://HOST:PORT --model EXPORT_DIR
+    "served": ("llmrank.serve.client:RerankClient", None),
 }
 
-__all__ = ["RERANKERS", "Ranking", "Reranker", "build_reranker"]
+__all__ = ["RERANKERS", "Ranking", "Reranker", "build_reranker", "needs_backend"]
 
 
 def build_reranker(method: str, backend, prompt: str | None = None, **options) -> Reranker:
@@ -22,3 +29,12 @@ def build_reranker(method: str, backend, prompt: str | None = None, **options) -
     target, default_prompt = RERANKERS[method]
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(backend, prompt or default_prompt, **options)
+
+
+def needs_backend(method: str) -> bool:
+    """Whether a method runs through an LLM backend; ``dense`` has its own encoder (``uses_backend = False``)
+    and is built as ``build_reranker("dense", None, model=...)``."""
+    if method not in RERANKERS:
+        raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
+    module, cls = RERANKERS[method][0].split(":")
+    return bool(getattr(getattr(importlib.import_module(module), cls), "uses_backend", True))

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from llmrank.data import read_qrels
+from llmrank.eval.metrics import evaluate
+from llmrank.teacher import FUSION_METHODS, fuse_runs, read_teacher_run, teacher_candidates, write_teacher_run
+
+NAME = "fuse"
+HELP = "Fuse teacher runs (an ensemble of teachers) by reciprocal rank fusion or Borda count into a teacher run."
+
+
+def add_arguments(p) -> None:
+    p.add_argument("runs", nargs="+", help="teacher files (JSONL) written by `llmrank teach`")
+    p.add_argument("--method", choices=FUSION_METHODS, default="rrf", help="rrf (Cormack et al., 2009) or borda")
+    p.add_argument("--k", type=float, default=60.0, help="RRF constant k: score = sum of w / (k + rank)")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per run (default: all 1)")
+    p.add_argument("-o", "--output", required=True, help="fused teacher file to write (replaced if it exists)")
+    p.add_argument("--qrels", default=None, help="TREC or BEIR qrels: print nDCG@10 of each run and of the fusion")
+
+
+def run(args) -> int:
+    runs = [read_teacher_run(path) for path in args.runs]
+    fused = fuse_runs(runs, args.method, args.k, args.weights)
+    write_teacher_run(fused, args.output)
+    method = next(iter(fused.values()))["method"] if fused else args.method
+    print(f"wrote {args.output}: {len(fused)} queries fused from {len(runs)} runs by {method}", file=sys.stderr)
+    if args.qrels:
+        qrels = read_qrels(args.qrels)
+        out = {}
+        for name, r in [*zip(args.runs, runs), (args.output, fused)]:
+            judged = {q: rec for q, rec in r.items() if q in qrels}
+            if judged:
+                out[name] = evaluate(teacher_candidates(judged), qrels, ["ndcg@10"])["ndcg@10"]
+        print(json.dumps({"ndcg@10": out}))
+    return 0

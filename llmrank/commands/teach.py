@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from llmrank.backends import make_backend
+from llmrank.commands.rerank import add_data_arguments, add_model_arguments, backend_options
+from llmrank.data import load_dataset
+from llmrank.data.bm25 import ensure_candidates
+from llmrank.errors import LlmrankError
+from llmrank.eval.metrics import evaluate
+from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
+from llmrank.teacher import COST_FIELDS, read_teacher_run, run_teacher, teacher_candidates
+
+NAME = "teach"
+HELP = ("Run an expensive ranker (the teacher) over a dataset into a teacher file: one JSON record per query, "
+        "append-only; rerunning the command resumes where it stopped.")
+
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+
+
+def add_arguments(p) -> None:
+    add_data_arguments(p)
+    add_model_arguments(p)
+    llm_default = p.get_default("model")
+    p.set_defaults(model=None, llm_default_model=llm_default)
+    p.add_argument("--method", default=None, choices=sorted(RERANKERS),
+                   help="ranking method (default: listwise; rationale with --rationales)")
+    p.add_argument("--prompt", default=None, help="prompt name under prompts/ or a YAML path (default: the method's)")
+    p.add_argument("-o", "--output", required=True, help="teacher file (JSONL) to write, or to resume")
+    p.add_argument("--rationales", action="store_true",
+                   help="keep an explanation per document in each record (needs a method that writes them: "
+                        "rationale, the default with this flag)")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a reranker option, e.g. max_tokens=128 (value read as JSON when it parses, else a string; "
+                        "repeatable); options are part of the teacher key")
+    p.add_argument("--first-stage", choices=FIRST_STAGES, default="bm25",
+                   help="candidates when the dataset has none: BM25, dense (--dense-model), or both merged by RRF")
+    p.add_argument("--dense-model", default="minilm-l6",
+                   help="bi-encoder for --first-stage dense/hybrid and the default model of --method dense")
+
+
+def first_stage(data, kind: str, k: int, dense_model: str):
+    """The dataset's own candidates, else BM25, dense or hybrid (RRF of both) top-``k``."""
+    if data.candidates is not None:
+        if kind != "bm25":
+            print(f"note: {data.source} has its own candidates; --first-stage {kind} is not used", file=sys.stderr)
+        return ensure_candidates(data, k)
+    progress = sys.stderr.isatty()
+    if kind == "bm25":
+        return ensure_candidates(data, k, show_progress=progress)
+    from llmrank.rerankers.dense import dense_retrieve, merge_candidates
+
+    dense = dense_retrieve(data, k, dense_model, show_progress=progress)
+    if kind == "dense":
+        data.candidates = dense
+    else:
+        from llmrank.data.bm25 import retrieve
+
+        data.candidates = merge_candidates([retrieve(data, k, show_progress=progress), dense], k)
+    return data.candidates
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["max_tokens=128", "variants=false", "x=abc"]`` -> ``{"max_tokens": 128, "variants": False, "x": "abc"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LlmrankError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _build(method: str, backend, prompt, options: dict):
+    try:
+        return build_reranker(method, backend, prompt, **options)
+    except TypeError as e:
+        if options and "unexpected keyword argument" in str(e):
+            raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
+        raise
+
+
+def _cost_line(cost: dict) -> str:
+    parts = [f"{cost.get('calls', 0):.1f} calls", f"{cost.get('prompt_tokens', 0):,.0f} prompt tokens",
+             f"{cost.get('completion_tokens', 0):,.0f} completion tokens", f"{cost.get('seconds', 0):.2f} s"]
+    parts += [f"{v:g} {k.replace('_', ' ')}" for k, v in sorted(cost.items()) if k not in COST_FIELDS and v]
+    return ", ".join(parts)
+
+
+def run(args) -> int:
+    method = args.method or ("rationale" if args.rationales else "listwise")
+    if method not in RERANKERS:
+        raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
+    data = load_dataset(args.dataset, args.split).first_queries(args.queries)
+    first = first_stage(data, args.first_stage, args.first_stage_k, args.dense_model).subset(data.queries)
+    options = parse_options(args.options)
+    backend = None
+    if needs_backend(method):
+        backend = make_backend(args.backend, args.model or args.llm_default_model, **backend_options(args))
+        reranker = _build(method, backend, args.prompt, options)
+    else:
+        reranker = _build(method, None, args.prompt, {"model": args.model or args.dense_model, **options})
+    if args.rationales and not getattr(reranker, "has_rationales", False):
+        raise LlmrankError(f"--rationales: method '{method}' writes no explanations; use --method rationale")
+    try:
+        stats = run_teacher(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
+    finally:
+        if backend is not None:
+            backend.close()
+    print(f"{args.output}: {stats['queries']} queries, {stats['done']} done now, {stats['skipped']} skipped "
+          f"(already in the file), top-{args.top_k} ranked by {method}", file=sys.stderr)
+    if stats["repaired_bytes"]:
+        print(f"note: a torn last record ({stats['repaired_bytes']} bytes) from an interrupted run was dropped "
+              "and its query run again", file=sys.stderr)
+    if stats["done"]:
+        print(f"cost per query: {_cost_line(stats['cost_per_query'])}", file=sys.stderr)
+    if data.qrels:
+        run_ = read_teacher_run(args.output)
+        qids = [q for q in first.qids() if q in run_ and q in data.qrels]
+        if qids:
+            teacher = teacher_candidates({q: run_[q] for q in qids})
+            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, ["ndcg@10"])
+            after = evaluate(teacher, data.qrels, ["ndcg@10"])
+            print(json.dumps({"queries": len(qids), "first_stage": before, "teacher": after}))
+    return 0
