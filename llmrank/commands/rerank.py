@@ -7,7 +7,7 @@ from llmrank.backends import make_backend
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.eval.metrics import evaluate
-from llmrank.rerankers import RERANKERS, build_reranker
+from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
 from llmrank.rerankers.base import total_cost
 
 NAME = "rerank"
@@ -54,8 +54,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = ensure_candidates(data, args.first_stage_k, show_progress=sys.stderr.isatty()).subset(data.queries)
-    backend = make_backend(args.backend, args.model, **backend_options(args))
-    reranker = build_reranker(args.method, backend, args.prompt)
+    if needs_backend(args.method):
+        reranker = build_reranker(args.method, make_backend(args.backend, args.model, **backend_options(args)), args.prompt)
+    else:  # e.g. dense: its own encoder, named by --model
+        reranker = build_reranker(args.method, None, model=args.model)
     run_, rankings = reranker.rerank_all(data, first, args.top_k)
     if args.output.endswith(".json"):
         from llmrank.data.trec import write_candidates_json
