@@ -81,3 +81,32 @@ def test_qlora_nf4_trains_a_few_steps(tiny_model_dir, tmp_path):
     assert cfg_json["r"] == 4
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert any(t.abs().sum() > 0 for k, t in weights.items() if "lora_B" in k)
+
+
+def test_accelerate_two_cpu_processes_train_the_same_kind_of_checkpoint(tiny_model_dir, tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2`` (``--cpu`` alone starts one process) runs the
+    distill trainer on a gloo group of 2; only the main process writes the student."""
+    import socket
+    import subprocess
+    import sys
+
+    rows = [{"qid": f"q{q}", "query": f"question {q}",
+             "docs": [{"docid": f"q{q}-{j}", "text": ("the answer: " if j == 0 else "") + f"passage {j} on {q}",
+                       "label": int(j == 0)} for j in range(4)]} for q in range(4)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "student"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "llmrank", "distill", "--dataset", str(data), "--oracle", "--top-k", "4", "--group-size", "4",
+           "--model", str(tiny_model_dir), "--max-steps", "2", "--max-doc-tokens", "16", "-o", str(out)]
+    env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    info = json.loads((out / "adapter" / "training_info.json").read_text())
+    assert info["world_size"] == 2 and info["global_step"] == 2
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "adapter" / STUDENT_FILE).read_text())["kind"] == "pointwise"

@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from llmrank.backends.base import label_token_ids
-from llmrank.backends.hf import last_token_logits, resolve_dtype
+from llmrank.backends.hf import resolve_dtype
 from llmrank.losses import build_loss
 from llmrank.prompts import load_prompt
 from llmrank.rerankers.pointwise import build_pointwise_prompt
@@ -48,7 +48,7 @@ class DistillConfig:
 
 
 class GroupCollator:
-    """Flattens B groups of g documents into B*g right-padded prompts and [B, g] teacher tensors."""
+    """Flattens B groups of g documents into B*g left-padded prompts and [B, g] teacher tensors."""
 
     def __init__(self, tokenizer, prompt, max_doc_tokens: int, group_size: int):
         self.tokenizer, self.prompt, self.max_doc_tokens, self.group_size = tokenizer, prompt, max_doc_tokens, group_size
@@ -73,9 +73,9 @@ class GroupCollator:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
         att = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            att[r, : len(s)] = 1
+        for r, s in enumerate(seqs):  # left padding: every prompt ends at the last column
+            ids[r, width - len(s):] = torch.tensor(s)
+            att[r, width - len(s):] = 1
         return {"input_ids": ids, "attention_mask": att, "group_mask": mask, "teacher_scores": ts,
                 "teacher_ranks": tr.long(), "labels_graded": lab}
 
@@ -89,8 +89,14 @@ class DistillTrainer(Trainer):
         self.answer_ids = torch.tensor(answer_ids)
 
     def student_scores(self, model, inputs) -> torch.Tensor:
-        logits = last_token_logits(model, inputs["input_ids"], inputs["attention_mask"],
-                                   token_ids=self.answer_ids.to(inputs["input_ids"].device))
+        """``logit(yes) - logit(no)`` at each (left-padded) prompt's last position, through the model's own
+        forward (so DDP/FSDP wrappers synchronise gradients), with exact positions and only the last
+        position's logits computed."""
+        mask = inputs["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=positions, logits_to_keep=1,
+                    use_cache=False)
+        logits = out.logits[:, -1, :].float()[:, self.answer_ids.to(logits_device(out))]
         return (logits[:, 0] - logits[:, 1]).view(inputs["group_mask"].shape)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -99,6 +105,10 @@ class DistillTrainer(Trainer):
         loss = self.ranking_loss(scores.float(), teacher_scores=inputs["teacher_scores"], teacher_ranks=inputs["teacher_ranks"],
                                  labels=inputs["labels_graded"], mask=mask)
         return (loss, {"scores": scores}) if return_outputs else loss
+
+
+def logits_device(out) -> torch.device:
+    return out.logits.device
 
 
 def answer_token_ids(tokenizer, prompt) -> tuple[int, int]:
@@ -153,6 +163,9 @@ def train_distill(cfg: DistillConfig, groups: list[dict], args: TrainingArgument
         save_student(trainer.model, tok, cfg, base_path, out, prompt)
         log_rows = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
         (out / "adapter" / "trainer_log.json").write_text(json.dumps(log_rows))
+        info = {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step,
+                "groups": len(groups), "per_device_train_batch_size": args.per_device_train_batch_size}
+        (out / "adapter" / "training_info.json").write_text(json.dumps(info))
     trainer.accelerator.wait_for_everyone()
     return out
 

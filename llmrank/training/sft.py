@@ -1,0 +1,470 @@
+"""The reasoning student: SFT on a teacher's rationales, so a small model explains, then gives a verdict.
+
+**Examples** (:func:`build_sft_examples`). One chat example per (query, document) the teacher explained::
+
+    {"messages": [{"role": "system", ...},            # when the prompt has a system message
+                  {"role": "user", "content": <the rationale prompt for query + document>},
+                  {"role": "assistant", "content": "<explanation>\\nVerdict: yes"}],
+     "qid": ..., "docid": ..., "verdict": "yes", "prompt": "rationale@1"}
+
+The user turn is built by :func:`llmrank.rerankers.rationale.build_rationale_messages`, the same builder the
+:class:`~llmrank.rerankers.rationale.RationaleReranker` uses, so the student is trained on the exact input it
+is later served. The assistant turn has ONE fixed format, :data:`OUTPUT_FORMAT`. Its verdict comes from the
+teacher, by this rule:
+
+1. when the teacher recorded a verdict per document (``record["extra"]["verdicts"]``, what the rationale
+   method writes): ``yes`` iff the verdict is yes (1.0), or, for a graded teacher prompt (answers 0–3, e.g.
+   ``rationale_graded``), iff the grade is ``>= min_grade`` (2: the TREC DL binarisation). A document whose
+   verdict the teacher's output did not contain (``None``: a parse failure) is skipped;
+2. otherwise (the teacher gave only an order with its rationales): the teacher's ``top_m`` best documents are
+   ``yes``, the rest ``no``.
+
+A document with an empty explanation is skipped (there is nothing to learn to reason from).
+
+**Training** (:func:`train_sft`) runs trl's ``SFTTrainer`` with a peft ``LoraConfig``. The sequences are
+tokenized here, not by trl: ``input_ids`` = the prompt string of :func:`llmrank.prompts.render_chat` (the one
+place chat templates are applied) followed by the assistant turn as the chat template closes it (ChatML:
+``<explanation>\\nVerdict: yes<|im_end|>\\n``; a model without a chat template: the answer and the EOS token),
+and ``completion_mask`` marks the assistant tokens. With ``completion_only_loss=True`` trl turns the mask into
+labels (``-100`` on every prompt token), so only the assistant turn carries loss. (trl 1.16's other route,
+``assistant_only_loss=True`` on ``messages``, needs ``{% generation %}`` markers in the chat template and
+refuses SmolLM2's ChatML template, which has none and which trl cannot patch.) The trainer is trl's with
+one change: off CUDA/XPU the LM head runs on the answer positions only (trl's fused head projects every
+position there), the same loss and logged metrics at a fraction of the cost — see
+:func:`_completion_trainer_class`.
+
+**Inference** (:class:`ReasoningStudentReranker`). The student writes its explanation and verdict greedily;
+the text up to and including the last ``Verdict:`` is appended to the prompt and the next-token distribution
+there gives the score ``P(yes) / (P(yes) + P(no))`` (a graded score, not 0/1). When the student wrote no
+``Verdict:`` within the token budget, ``\\nVerdict:`` is appended to what it wrote and scored the same way.
+When the backend cannot give log-probabilities, the parsed verdict (1/0) is the score, and 0.5 when there is
+none. An output without a readable verdict is counted in ``cost["parse_failures"]``; it is never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from llmrank.backends.base import Backend, two_way
+from llmrank.data.types import Doc, Query, RankingData
+from llmrank.errors import LlmrankError
+from llmrank.prompts import PromptTemplate, load_prompt, render_chat
+from llmrank.rerankers.base import Ranking, ranking_from_scores
+from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
+from llmrank.rerankers.rationale import RationaleReranker, build_rationale_messages, parse_rationale
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMAT = "{explanation}\nVerdict: {verdict}"
+"""The one output format of the reasoning student: the explanation, then a last line ``Verdict: yes|no``."""
+VERDICT_HEAD = re.compile(r"verdict\s*:", re.I)
+"""Where the verdict word follows: the student is scored at the last match."""
+VERDICT_REGEX = r"Verdict:\s*(yes|no)"
+"""The parse rule written into the student's metadata (the prompt's ``output_regex`` when it has one)."""
+
+
+# -- examples ------------------------------------------------------------------------------------------
+
+def _is_graded(prompt: PromptTemplate) -> bool:
+    keys = list(prompt.answers) or ["yes", "no"]
+    return sorted(keys) != ["no", "yes"]
+
+
+def _yes_no_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
+    p = load_prompt(prompt) if isinstance(prompt, str) else prompt
+    if p.method != "rationale":
+        raise LlmrankError(f"prompt '{p.name}' is for {p.method}; the reasoning student needs a rationale prompt")
+    if _is_graded(p):
+        raise LlmrankError(f"prompt '{p.name}' asks for a grade; the reasoning student writes 'Verdict: yes|no' — "
+                           "use a yes/no rationale prompt (e.g. 'rationale'); a graded teacher's records still work")
+    return p
+
+
+def _teacher_graded(rec: dict, verdicts: dict) -> bool:
+    """Whether a teacher record's verdicts are grades (0..3) rather than yes = 1 / no = 0."""
+    name = str(rec.get("prompt") or (rec.get("reranker") or {}).get("prompt") or "").split("@")[0]
+    if name:
+        try:
+            return _is_graded(load_prompt(name))
+        except LlmrankError:
+            pass
+    return any(v is not None and float(v) > 1 for v in verdicts.values())
+
+
+def teacher_verdicts(rec: dict, top_m: int = 5, min_grade: float = 2.0) -> dict[str, bool | None]:
+    """``{docid: True (yes) | False (no) | None (unknown)}`` for the documents of a teacher record, by the
+    rule in the module docstring: the teacher's own verdicts when recorded, else its ``top_m`` best = yes."""
+    verdicts = (rec.get("extra") or {}).get("verdicts")
+    if isinstance(verdicts, dict) and verdicts:
+        graded = _teacher_graded(rec, verdicts)
+        threshold = min_grade if graded else 0.5
+        return {str(d): (None if v is None else float(v) >= threshold) for d, v in verdicts.items()}
+    return {str(d): i < top_m for i, d in enumerate(rec["ranking"])}
+
+
+def build_sft_examples(data: RankingData, teacher_records: dict[str, dict] | Iterable[dict],
+                       prompt: str | PromptTemplate = "rationale", tokenizer=None,
+                       max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, top_m: int = 5,
+                       min_grade: float = 2.0) -> list[dict]:
+    """Chat examples ``{"messages": [system?, user, assistant], "qid", "docid", "verdict", "prompt"}`` from the
+    teacher records that have rationales (records without are ignored), in teacher order.
+
+    ``tokenizer`` (the student's) truncates documents to ``max_doc_tokens`` exactly as the student's reranker
+    will; without it documents are kept whole. ``top_m`` and ``min_grade`` set the verdict rule (module
+    docstring). Raises when no example can be built.
+    """
+    p = _yes_no_prompt(prompt)
+    records = list(teacher_records.values()) if isinstance(teacher_records, dict) else list(teacher_records)
+    yes_word, no_word = p.answers.get("yes", "yes"), p.answers.get("no", "no")
+    examples: list[dict] = []
+    skipped: Counter = Counter()
+    for rec in records:
+        rationales = rec.get("rationales") or {}
+        if not rationales:
+            skipped["records_without_rationales"] += 1
+            continue
+        qid = str(rec["qid"])
+        if qid in data.queries:
+            query = data.queries[qid].text
+        elif rec.get("query"):
+            query = rec["query"]
+        else:
+            raise LlmrankError(f"teacher record for query '{qid}' has no query text in {data.source}")
+        verdicts = teacher_verdicts(rec, top_m, min_grade)
+        order = [d for d in rec["ranking"] if d in rationales] + [d for d in rationales if d not in rec["ranking"]]
+        for docid in order:
+            explanation = (rationales.get(docid) or "").strip()
+            if not explanation:
+                skipped["empty_explanation"] += 1
+                continue
+            verdict = verdicts.get(docid)
+            if verdict is None:
+                skipped["no_teacher_verdict"] += 1
+                continue
+            if docid not in data.docs:
+                raise LlmrankError(f"teacher record for query '{qid}' names document '{docid}' not in {data.source}")
+            messages, _ = build_rationale_messages(p, tokenizer, query, data.docs[docid].contents, max_doc_tokens)
+            word = yes_word if verdict else no_word
+            messages = messages + [{"role": "assistant", "content": OUTPUT_FORMAT.format(explanation=explanation, verdict=word)}]
+            examples.append({"messages": messages, "qid": qid, "docid": docid, "verdict": word, "prompt": p.key})
+    if skipped:
+        log.info("SFT examples: %d built, skipped %s", len(examples), dict(skipped))
+    if not examples:
+        raise LlmrankError(f"no SFT examples: the teacher records carry no usable rationales ({dict(skipped) or 'none given'}); "
+                           "run the teacher with --method rationale")
+    return examples
+
+
+def sft_texts(tokenizer, messages: list[dict]) -> tuple[str, str]:
+    """``(prompt, completion)`` strings of a chat example: the prompt as :func:`render_chat` renders it for
+    generation, and the assistant turn as the chat template closes it (its end-of-turn token included) — or,
+    for a model without a chat template, the answer followed by the EOS token."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("an SFT example's last message is the assistant's answer")
+    prompt = render_chat(tokenizer, messages[:-1])
+    answer = messages[-1]["content"]
+    if getattr(tokenizer, "chat_template", None):
+        full = render_chat(tokenizer, messages, add_generation_prompt=False)
+        if full.startswith(prompt) and answer in full[len(prompt):]:
+            return prompt, full[len(prompt):]
+        log.warning("the chat template does not render the conversation as prompt + answer; the answer is "
+                    "appended to the prompt with the EOS token")
+    return prompt, answer + (tokenizer.eos_token or "")
+
+
+def sft_sequence(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """``(input_ids, completion_mask)`` of a chat example: prompt tokens (mask 0) then answer tokens (mask 1),
+    each encoded without added special tokens, as the backends encode prompts."""
+    prompt, completion = sft_texts(tokenizer, messages)
+    p_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    c_ids = tokenizer.encode(completion, add_special_tokens=False)
+    return p_ids + c_ids, [0] * len(p_ids) + [1] * len(c_ids)
+
+
+# -- training ------------------------------------------------------------------------------------------
+
+@dataclass
+class SFTStudentConfig:
+    """What the reasoning student is (training-loop settings live in ``trl.SFTConfig``)."""
+
+    model: str = field(default="smollm2-135m", metadata={"help": "student base: alias, local path or hub id"})
+    prompt: str = field(default="rationale", metadata={"help": "yes/no rationale prompt (name or YAML path) the student is trained and served with"})
+    max_doc_tokens: int = field(default=DEFAULT_MAX_DOC_TOKENS, metadata={"help": "documents are truncated to this many tokens (document side only); used at inference, and by build_sft_examples when given the tokenizer"})
+    max_length: int = field(default=1024, metadata={"help": "longest training sequence (prompt + answer) in tokens; longer examples are dropped, never cut"})
+    max_new_tokens: int = field(default=192, metadata={"help": "generation budget of the explanation and verdict at inference"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    target_modules: str | list = field(default="all-linear", metadata={"help": "peft target modules (never lm_head: trl's fused LM head ignores an adapter there)"})
+    dtype: str = field(default="float32", metadata={"help": "base weights dtype: float32 | bfloat16"})
+    merge: bool = field(default=False, metadata={"help": "also save the LoRA-merged full model under <output>/merged"})
+
+
+def _resolve(model: str) -> str:
+    from llmrank.models import resolve_model
+
+    return resolve_model(model)
+
+
+def _tokenize_examples(tokenizer, examples: list[dict], max_length: int | None) -> tuple[list[dict], int]:
+    rows, dropped = [], 0
+    for ex in examples:
+        ids, mask = sft_sequence(tokenizer, ex["messages"])
+        if max_length and len(ids) > max_length:
+            dropped += 1
+            continue
+        rows.append({"input_ids": ids, "completion_mask": mask})
+    return rows, dropped
+
+
+_SCALED_LOGITS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def _completion_trainer_class():
+    """trl's ``SFTTrainer`` with the LM head run on the answer positions only, whatever the device.
+
+    trl 1.16 computes the loss through a fused LM head that projects only the positions carrying a label when
+    it has Triton (CUDA/XPU), but every position of every sequence elsewhere: on CPU the vocabulary projection
+    of the whole prompt dominated a step of a small model (49k-262k vocabularies, a few answer tokens per
+    prompt). Where trl would take that path, this trainer runs the decoder body and applies the LM head to the
+    labelled positions alone — the same loss (summed answer-token NLL over ``num_items_in_batch``, else over
+    the batch's answer tokens) and the same logged ``entropy``, ``mean_token_accuracy`` and ``num_tokens``.
+    Anything else (Triton devices, another loss type, label smoothing, a ``compute_loss_func``, MoE auxiliary
+    loss, padding-free batches, sequence/context parallelism, scaled logits) goes to trl's ``compute_loss``.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    from llmrank.backends.hf import unwrap
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def _labelled_head(self, model, inputs) -> bool:
+            if self.args.loss_type != "nll" or self.compute_loss_func is not None or self.label_smoother is not None:
+                return False
+            if getattr(self, "aux_loss_enabled", False) or "attention_mask" not in inputs or "labels" not in inputs:
+                return False
+            if self.accelerator.parallelism_config is not None or inputs["input_ids"].device.type in ("cuda", "xpu"):
+                return False
+            cfg = unwrap(self.accelerator.unwrap_model(model)).config.get_text_config()
+            return all(getattr(cfg, k, None) in (None, 1.0) for k in _SCALED_LOGITS)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not self._labelled_head(model, inputs):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            lm = unwrap(self.accelerator.unwrap_model(model))
+            out = lm.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            target = labels[mask]
+            head = lm.get_output_embeddings()
+            logits = head(out.last_hidden_state[:, :-1][mask]).float()
+            cap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            logp = torch.log_softmax(logits, dim=-1)
+            token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            n = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -token_logp.sum() / torch.as_tensor(n, device=logits.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // max(getattr(self, "_tp_size", 1), 1))
+            self._log_answer_metrics(inputs, logp.detach(), target)
+            return loss
+
+        def _log_answer_metrics(self, inputs, logp, target) -> None:
+            metrics = getattr(self, "_metrics", None)
+            if metrics is None:
+                return
+            mode = "train" if self.model.training else "eval"
+            gather = self.accelerator.gather_for_metrics
+            device = logp.device
+            num_valid = gather(torch.tensor(target.numel(), device=device)).sum()
+            entropy = gather(-(logp.exp() * logp).sum()).sum()
+            correct = gather((logp.argmax(-1) == target).sum()).sum()
+            metrics[mode]["entropy"].append((entropy / num_valid).item() if num_valid > 0 else 0.0)
+            metrics[mode]["mean_token_accuracy"].append((correct / num_valid).item() if num_valid > 0 else 0.0)
+            if mode == "train" and hasattr(self, "_total_train_tokens"):
+                tokens = gather(inputs["attention_mask"].sum()).sum().item()
+                self._total_train_tokens += tokens // max(getattr(self, "_tp_size", 1), 1)
+                metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    return CompletionSFTTrainer
+
+
+def build_sft_trainer(cfg: SFTStudentConfig, examples: list[dict], sft_args, callbacks=None):
+    """``(trainer, tokenizer, base_path, prompt)``: trl's ``SFTTrainer`` (with the LM head on answer positions
+    only, see :func:`_completion_trainer_class`) over the tokenized ``examples``, the base model with a LoRA
+    ``peft_config``, ready to ``train()`` (what :func:`train_sft` runs)."""
+    import datasets
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmrank.backends.hf import resolve_dtype
+
+    prompt = _yes_no_prompt(cfg.prompt)
+    other = sorted({ex["prompt"] for ex in examples if ex.get("prompt") and ex["prompt"] != prompt.key})
+    if other:
+        raise LlmrankError(f"the examples were built with prompt {other[0]}, the config says {prompt.key}; "
+                           "train with the prompt the examples were built with")
+    base_path = _resolve(cfg.model)
+    tok = AutoTokenizer.from_pretrained(base_path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    rows, dropped = _tokenize_examples(tok, examples, cfg.max_length)
+    if dropped:
+        log.warning("%d of %d SFT examples are longer than max_length=%d tokens and are left out (lower "
+                    "max_doc_tokens or raise max_length)", dropped, len(examples), cfg.max_length)
+    if not rows:
+        raise LlmrankError(f"every SFT example is longer than max_length={cfg.max_length} tokens")
+    sft_args.max_length = cfg.max_length
+    if sft_args.completion_only_loss is None:
+        sft_args.completion_only_loss = True
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=resolve_dtype(cfg.dtype))
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    trainer = _completion_trainer_class()(model=model, args=sft_args, train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=tok, peft_config=lora, callbacks=callbacks)
+    return trainer, tok, base_path, prompt
+
+
+def train_sft(cfg: SFTStudentConfig, examples: list[dict], sft_args, resume: bool | str | None = None,
+              callbacks=None) -> Path:
+    """SFT the student on ``examples`` (from :func:`build_sft_examples`) with trl's ``SFTTrainer`` and LoRA;
+    saves the adapter, tokenizer and ``llmrank_student.json`` (``kind: "reasoning"``) under
+    ``sft_args.output_dir/adapter`` (and ``merged/`` if ``cfg.merge``), and returns ``sft_args.output_dir``.
+
+    ``sft_args`` is a ``trl.SFTConfig``; its ``max_length`` is set to ``cfg.max_length`` and
+    ``completion_only_loss`` to True unless given. Note trl's defaults differ from ``TrainingArguments``:
+    ``bf16=True`` and ``gradient_checkpointing=True``.
+    """
+    trainer, tok, base_path, prompt = build_sft_trainer(cfg, examples, sft_args, callbacks)
+    trainer.train(resume_from_checkpoint=resume)
+    out = Path(sft_args.output_dir)
+    if trainer.is_world_process_zero():
+        save_reasoning_student(trainer.model, tok, cfg, base_path, out, prompt)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def reasoning_meta(cfg: SFTStudentConfig, base_path: str, prompt: PromptTemplate) -> dict:
+    return {"kind": "reasoning", "base_model": str(base_path), "prompt": prompt.path, "prompt_key": prompt.key,
+            "answers": {"yes": prompt.answers.get("yes", "yes"), "no": prompt.answers.get("no", "no")},
+            "output_format": OUTPUT_FORMAT, "verdict_regex": prompt.output_regex or VERDICT_REGEX,
+            "scoring": "verdict_logits", "max_doc_tokens": cfg.max_doc_tokens, "max_new_tokens": cfg.max_new_tokens,
+            "config": asdict(cfg)}
+
+
+def save_reasoning_student(model, tokenizer, cfg: SFTStudentConfig, base_path: str, out: Path, prompt) -> None:
+    from llmrank.training.distill import STUDENT_FILE
+
+    meta = json.dumps(reasoning_meta(cfg, base_path, prompt), indent=1)
+    adapter = out / "adapter"
+    model.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    (adapter / STUDENT_FILE).write_text(meta)
+    if cfg.merge:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+        (out / "merged" / STUDENT_FILE).write_text(meta)
+
+
+def load_reasoning_student(path: str | Path, dtype: str = "float32", **backend_options) -> ReasoningStudentReranker:
+    """A saved reasoning student (adapter or merged dir) as a :class:`ReasoningStudentReranker`."""
+    from llmrank.training.distill import load_student
+
+    reranker = load_student(path, dtype=dtype, **backend_options)
+    if not isinstance(reranker, ReasoningStudentReranker):
+        raise LlmrankError(f"{path}: a {reranker.method} student, not a reasoning student")
+    return reranker
+
+
+def reasoning_reranker_from_meta(backend: Backend, meta: dict) -> ReasoningStudentReranker:
+    """The reranker a saved student's metadata describes (what ``distill.load_student`` returns for it)."""
+    return ReasoningStudentReranker(backend, meta["prompt"], max_doc_tokens=meta.get("max_doc_tokens"),
+                                    max_tokens=int(meta.get("max_new_tokens") or 192))
+
+
+# -- inference -----------------------------------------------------------------------------------------
+
+def verdict_prefix(text: str) -> tuple[str, bool]:
+    """The generated text up to and including its last ``Verdict:`` (where the verdict word is scored), and
+    whether the student wrote one; without one, what it wrote followed by ``\\nVerdict:``."""
+    last = None
+    for m in VERDICT_HEAD.finditer(text or ""):
+        last = m
+    if last is not None:
+        return text[: last.end()], True
+    body = (text or "").rstrip()
+    return (body + "\n" if body else "") + "Verdict:", False
+
+
+class ReasoningStudentReranker(RationaleReranker):
+    """A reasoning student: generates explanation + verdict per document, scored by its verdict-token logits.
+
+    ``score = P(yes) / (P(yes) + P(no))`` of the token after the last ``Verdict:`` (prompt + the student's
+    own text up to there); the parsed verdict (1/0, 0.5 when unreadable) when the backend gives no
+    log-probabilities. ``extra`` holds each document's parsed verdict and its P(yes).
+    """
+
+    method = "reasoning"
+
+    def __init__(self, backend: Backend, prompt: str | PromptTemplate = "rationale",
+                 max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, max_tokens: int = 192, **kw):
+        super().__init__(backend, _yes_no_prompt(prompt), max_doc_tokens=max_doc_tokens, max_tokens=max_tokens, **kw)
+        self.labels = [self.prompt.answers.get("yes", "yes"), self.prompt.answers.get("no", "no")]
+
+    @property
+    def cache_key(self) -> dict:
+        return {**super().cache_key, "method": self.method, "scoring": "verdict_logits"}
+
+    def _verdict_probs(self, prompts: list[str]) -> np.ndarray | None:
+        try:
+            lp = self.backend.label_logprobs(prompts, self.labels, variants=True)
+        except NotImplementedError:
+            return None
+        seen = np.isfinite(lp).any(axis=1)
+        probs = two_way(lp[:, 0], lp[:, 1])
+        return np.where(seen, probs, np.nan)
+
+    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
+        before = Counter(self.backend.stats)
+        prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
+        gens = self.backend.generate(prompts, self.params)
+        texts = [g.text for g in gens]
+        heads = [verdict_prefix(t) for t in texts]
+        probs = self._verdict_probs([p + h for p, (h, _) in zip(prompts, heads)])
+        scores, rationales, verdicts, p_yes = [], {}, {}, {}
+        failures = forced = fallbacks = 0
+        for i, (doc, text) in enumerate(zip(docs, texts)):
+            explanation, parsed = parse_rationale(text, graded=False)
+            failures += parsed is None
+            forced += not heads[i][1]
+            p = None if probs is None or math.isnan(probs[i]) else float(probs[i])
+            if p is None:
+                fallbacks += 1
+                p_score = self.fallback if parsed is None else parsed
+            else:
+                p_score = p
+            scores.append(p_score)
+            rationales[doc.docid] = explanation
+            verdicts[doc.docid] = parsed
+            p_yes[doc.docid] = p
+        cost = Counter(self.backend.stats)
+        cost.subtract(before)
+        cost = Counter({k: v for k, v in cost.items() if v})
+        cost["parse_failures"] = failures
+        cost["forced_verdicts"] = forced
+        cost["score_fallbacks"] = fallbacks
+        cost["truncated_docs"] = truncated
+        return ranking_from_scores(docs, scores, rationales=rationales, cost=cost,
+                                   extra={"verdicts": verdicts, "p_yes": p_yes})
