@@ -59,26 +59,15 @@ def seq_cls_architecture(config) -> str:
 
 def export_student(student_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> dict:
     """Merge LoRA into the base, save safetensors + tokenizer + the vLLM serving config under ``out_dir``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from llmrank.backends.hf import resolve_dtype
     from llmrank.prompts import load_prompt
-    from llmrank.training.distill import STUDENT_FILE
+    from llmrank.training.distill import STUDENT_FILE, load_student_model
 
     src, out = Path(student_dir), Path(out_dir)
+    model, tok, meta = load_student_model(src, "float32")
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
     meta_file = src / STUDENT_FILE
-    if not meta_file.is_file():
-        raise LlmrankError(f"{src}: not an llmrank student (no {STUDENT_FILE}); give the adapter or merged folder of a distill run")
-    meta = json.loads(meta_file.read_text())
-    tok = AutoTokenizer.from_pretrained(src)
-    if (src / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, src).merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     model = model.to(resolve_dtype(dtype))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -185,20 +185,17 @@ def save_student(model, tokenizer, cfg: DistillConfig, base_path: str, out: Path
         (out / "merged" / STUDENT_FILE).write_text(json.dumps(meta, indent=1))
 
 
-def load_student(path: str | Path, dtype: str = "float32", **backend_options):
-    """A saved student (adapter dir or merged dir) as a :class:`PointwiseReranker` scoring exactly as trained,
-    or, for ``kind: "reasoning"``, a :class:`llmrank.training.sft.ReasoningStudentReranker`."""
+def load_student_model(path: str | Path, dtype: str = "float32"):
+    """``(model, tokenizer, meta)`` of a saved student: an adapter folder (LoRA on its recorded base) or a
+    merged folder; anything else is a clear error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmrank.backends.hf import HFBackend
-    from llmrank.rerankers.pointwise import PointwiseReranker
+    from llmrank.errors import LlmrankError
 
     path = Path(path)
     meta_file = path / STUDENT_FILE
     if not meta_file.is_file():
-        from llmrank.errors import LlmrankError
-
-        raise LlmrankError(f"{path}: not an llmrank student (no {STUDENT_FILE})")
+        raise LlmrankError(f"{path}: not an llmrank student (no {STUDENT_FILE}); give the adapter or merged folder of a distill run")
     meta = json.loads(meta_file.read_text())
     tok = AutoTokenizer.from_pretrained(path)
     if (path / "adapter_config.json").is_file():
@@ -208,6 +205,16 @@ def load_student(path: str | Path, dtype: str = "float32", **backend_options):
         model = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    return model, tok, meta
+
+
+def load_student(path: str | Path, dtype: str = "float32", **backend_options):
+    """A saved student (adapter dir or merged dir) as a :class:`PointwiseReranker` scoring exactly as trained,
+    or, for ``kind: "reasoning"``, a :class:`llmrank.training.sft.ReasoningStudentReranker`."""
+    from llmrank.backends.hf import HFBackend
+    from llmrank.rerankers.pointwise import PointwiseReranker
+
+    model, tok, meta = load_student_model(path, dtype)
     backend = HFBackend(str(path), dtype=dtype, model_obj=model, tokenizer=tok, **backend_options)
     if meta.get("kind", "pointwise") == "reasoning":  # an SFT reasoning student (llmrank.training.sft)
         from llmrank.training.sft import reasoning_reranker_from_meta
