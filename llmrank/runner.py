@@ -201,6 +201,11 @@ class Runner:
         from llmrank.training.distill import DistillConfig, train_distill
         from llmrank.training.examples import build_groups
 
+        if self.recipe.distill.kind == "reasoning":
+            raise LlmrankError("distill.kind 'reasoning' is not run by recipes in this version: train the reasoning "
+                               "student with llmrank.training.sft.train_sft (trl SFTTrainer) on a rationale teacher run, "
+                               "or use kind 'pointwise'")
+
         s = self.recipe.distill
         data, _ = self.train_data()
         teacher = read_teacher_run(self.teacher_path())
