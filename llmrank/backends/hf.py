@@ -71,7 +71,7 @@ def last_token_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, model: str, dtype: str = "float32", device: str | None = None, batch_size: int = 16,
+    def __init__(self, model: str, dtype: str = "float32", device: str | None = None, batch_size: int | None = None,
                  max_batch_tokens: int = 8192, prefix_reuse: bool = True, model_obj=None, tokenizer=None):
         super().__init__(model)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,7 +86,8 @@ class HFBackend(Backend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.lm = model_obj if model_obj is not None else AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         self.lm.to(self.device).eval()
-        self.batch_size = batch_size
+        # small batches win on CPU (measured: bf16 SmolLM2, batch 4 + prefix reuse 6.7 pairs/s vs 5.0 at 16)
+        self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
         self.max_batch_tokens = max_batch_tokens
         self.prefix_reuse = prefix_reuse
         self.max_length = getattr(self.tokenizer, "model_max_length", None) or 2048

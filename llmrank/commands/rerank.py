@@ -20,7 +20,7 @@ def add_model_arguments(p) -> None:
     p.add_argument("--backend", default="hf", help="hf | vllm | openai, or an http:// base URL of an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="server URL for --backend openai")
     p.add_argument("--dtype", default="float32", help="hf/vllm weights dtype: float32 | bfloat16 | auto")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (hf)")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (hf; default 4 on CPU, 16 on GPU)")
 
 
 def add_data_arguments(p) -> None:
@@ -36,7 +36,7 @@ def backend_options(args) -> dict:
     backend = args.backend
     if backend == "hf" or backend == "vllm":
         opts["dtype"] = args.dtype
-    if backend == "hf":
+    if backend == "hf" and args.batch_size:
         opts["batch_size"] = args.batch_size
     if args.base_url:
         opts["base_url"] = args.base_url
