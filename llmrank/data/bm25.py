@@ -6,14 +6,13 @@ the documents' ids and text and the parameters), so a second retrieval on the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llmrank.cache import cache_root
+from llmrank.cache import cache_root, corpus_key
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 
@@ -27,16 +26,6 @@ class BM25Config:
     method: str = "lucene"
     stemmer: str = "english"
     stopwords: str = "en"
-
-
-def _corpus_key(docs: dict[str, Doc], cfg: BM25Config) -> str:
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    for docid, doc in docs.items():
-        h.update(docid.encode())
-        h.update(b"\0")
-        h.update(doc.contents.encode())
-        h.update(b"\1")
-    return h.hexdigest()[:20]
 
 
 class BM25Index:
@@ -56,7 +45,7 @@ class BM25Index:
         self._stemmer = Stemmer.Stemmer(cfg.stemmer)
         self._progress = show_progress
         root = Path(cache_dir) if cache_dir else cache_root() / "bm25"
-        path = root / _corpus_key(docs, cfg)
+        path = root / corpus_key(docs, asdict(cfg))
         ids_file = path / "docids.json"
         if ids_file.is_file():
             self.retriever = bm25s.BM25.load(str(path))

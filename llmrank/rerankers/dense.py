@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrank.cache import cache_root
+from llmrank.cache import cache_root, corpus_key
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
@@ -174,21 +174,11 @@ class DenseReranker(Reranker):
 
 # -- first stage ------------------------------------------------------------------------------------------
 
-def _corpus_key(docs: dict[str, Doc], encoder: DenseEncoder) -> str:
-    h = hashlib.sha256(json.dumps({"model": model_fingerprint(encoder.path), **encoder.settings()}, sort_keys=True).encode())
-    for docid, doc in docs.items():
-        h.update(docid.encode())
-        h.update(b"\0")
-        h.update(doc.contents.encode())
-        h.update(b"\1")
-    return h.hexdigest()[:20]
-
-
 def corpus_embeddings(docs: dict[str, Doc], encoder: DenseEncoder, cache_dir: str | Path | None = None,
                       show_progress: bool = False) -> tuple[np.ndarray, list[str], bool]:
     """``(embeddings [N, dim], docids, cached)``: loaded from ``<cache>/dense/<key>`` or encoded and saved."""
     root = Path(cache_dir) if cache_dir else cache_root() / "dense"
-    path = root / _corpus_key(docs, encoder)
+    path = root / corpus_key(docs, {"model": model_fingerprint(encoder.path), **encoder.settings()})
     ids_file, emb_file = path / "docids.json", path / "embeddings.npy"
     if ids_file.is_file() and emb_file.is_file():
         return np.load(emb_file), json.loads(ids_file.read_text()), True
