@@ -78,7 +78,7 @@ def build_rationale_messages(prompt: PromptTemplate, tokenizer, query: str, docu
                              max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS) -> tuple[list[dict], bool]:
     """The chat messages (system?, user) asking for one (query, document) judgement, and whether the
     document was truncated: the one builder of rationale prompts (this reranker and the reasoning
-    student's SFT examples, :mod:`llmrank.training.sft`, both call it)."""
+    student's SFT examples, :mod:`llmrank.students.reasoning`, both call it)."""
     document, truncated = truncate_document(tokenizer, document, max_doc_tokens)
     return prompt.messages(query=query, document=document), truncated
 
