@@ -486,6 +486,8 @@ def _at(loc: tuple, where: str, lines: dict | None, overrides: list | None) -> s
 
 
 REFINE_CONFIGS = {"grpo": "GRPOConfig", "dpo": "DPOConfig"}
+RATIONALE_METHODS = ("rationale",)
+"""Teacher methods whose records carry an explanation per document."""
 
 
 def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
@@ -516,6 +518,10 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
                 problems.append((("distill", "lora", key), f"expected a number in [0, 1) (got {_described(value)})"))
         for key, msg in student.check_section(recipe.distill):
             problems.append((("distill", key), msg))
+        if student.needs_rationales and recipe.teacher.method not in RATIONALE_METHODS:
+            problems.append((("teacher", "method"), f"a {student.kind} student learns from the teacher's explanations: "
+                             f"use a teacher that writes them ({', '.join(RATIONALE_METHODS)}), not "
+                             f"'{recipe.teacher.method}'"))
     if recipe.refine is not None:
         method = recipe.refine.method
         if recipe.distill is None:

@@ -62,22 +62,9 @@ def _summary():
 def student_dir(smollm2_dir, tmp_path_factory) -> Path:
     """A pointwise SmolLM2 student: LoRA r=8 on all linear layers with seeded random B (so the merged model
     differs from the base), saved exactly as ``PointwiseStudent.train`` saves one."""
-    import torch
+    from conftest import make_pointwise_student
 
-    from llmrank.prompts import load_prompt
-    from llmrank.students.base import write_student
-    from llmrank.students.pointwise import PointwiseFields, load_base, student_meta
-
-    cfg = PointwiseFields(model=str(smollm2_dir), max_doc_tokens=MAX_DOC_TOKENS, lora_r=8, lora_alpha=16, lora_dropout=0.0)
-    torch.manual_seed(0)  # lora_A's initialisation
-    tok, model, base_path = load_base(cfg)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    out = tmp_path_factory.mktemp("student")
-    write_student(model, tok, out, student_meta(cfg, base_path, load_prompt(cfg.prompt)), merge=False)
+    out = make_pointwise_student(smollm2_dir, tmp_path_factory.mktemp("student"), max_doc_tokens=MAX_DOC_TOKENS)
     return out / "adapter"
 
 

@@ -182,7 +182,7 @@ def test_recipe_validation_imports_no_deep_learning_library(tmp_path):
     """What keeps a bad recipe's message immediate: reading and checking a recipe with a training section
     imports neither torch nor transformers nor trl (their fields are read from source)."""
     path = tmp_path / "r.yaml"
-    path.write_text("name: t\ndata: {dataset: /x}\ndistill:\n  kind: reasoning\n  training: {max_steps: 3}\n"
+    path.write_text("name: t\ndata: {dataset: /x}\nteacher: {method: rationale}\ndistill:\n  kind: reasoning\n  training: {max_steps: 3}\n"
                     "refine:\n  method: grpo\n  training: {num_generations: 4, beta: 0.0}\n")
     code = ("import sys; from llmrank.recipe import load_recipe; load_recipe(sys.argv[1]); "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))")
@@ -215,23 +215,10 @@ def test_distill_flags_are_checked_like_the_recipe(tmp_path, capsys, flags, expe
 def pointwise_student(tiny_model_dir, tmp_path_factory) -> Path:
     """A tiny pointwise student with trained-looking LoRA weights (random B), saved by the student layer,
     with a document length (24 tokens) unlike any reranker default."""
-    import torch
+    from conftest import make_pointwise_student
 
-    from llmrank.prompts import load_prompt
-    from llmrank.students.base import write_student
-    from llmrank.students.pointwise import PointwiseFields, load_base, student_meta
-
-    cfg = PointwiseFields(model=str(tiny_model_dir), max_doc_tokens=24, lora_r=4, lora_alpha=8, lora_dropout=0.0)
-    torch.manual_seed(0)
-    tok, model, base = load_base(cfg)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    out = tmp_path_factory.mktemp("pw-student")
-    write_student(model, tok, out, student_meta(cfg, base, load_prompt(cfg.prompt)), merge=True)
-    return out
+    return make_pointwise_student(tiny_model_dir, tmp_path_factory.mktemp("pw-student"), max_doc_tokens=24, lora_r=4,
+                                  lora_alpha=8, b_scale=0.5, merge=True)
 
 
 def test_rerank_with_a_student_dir_scores_like_load_student(pointwise_student, tmp_path):

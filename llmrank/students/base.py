@@ -75,6 +75,7 @@ class Student:
     base_config: ClassVar[str] = "TrainingArguments"
     training_defaults: ClassVar[dict] = {}
     refine_methods: ClassVar[tuple[str, ...]] = ()
+    needs_rationales: ClassVar[bool] = False  # learns from the teacher's explanations (a rationale teacher)
     description: ClassVar[str] = ""
 
     # -- configuration ---------------------------------------------------------------------------------

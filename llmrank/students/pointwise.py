@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrank.errors import LlmrankError
+from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
 from llmrank.students.base import StudentFields, Student, config_dict, write_student
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class PointwiseFields(StudentFields):
     loss: str = field(default="listnet", metadata={"help": "ranking loss (llmrank.losses): ranknet, margin_mse, listnet, kl, listmle, pld, cprd, bce, label_ce, combined"})
     loss_options: dict = field(default_factory=dict, metadata={"help": "keyword arguments of the loss (e.g. temperature; weights for combined)"})
     group_size: int = field(default=8, metadata={"help": "candidates per query in one training group", "ge": 2})
-    max_doc_tokens: int = field(default=256, metadata={"help": "documents are truncated to this many tokens (document side only)", "ge": 8})
+    max_doc_tokens: int = field(default=DEFAULT_MAX_DOC_TOKENS, metadata={"help": "documents are truncated to this many tokens (document side only)", "ge": 8})
     qlora: bool = field(default=False, metadata={"help": "load the base in 4-bit nf4 (bitsandbytes) and train LoRA on top"})
 
 

@@ -324,80 +324,6 @@ def _completion_trainer_class():
     return CompletionSFTTrainer
 
 
-_SCALED_LOGITS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-
-
-def _completion_trainer_class():
-    """trl's ``SFTTrainer`` with the LM head run on the answer positions only, whatever the device.
-
-    trl 1.16 computes the loss through a fused LM head that projects only the positions carrying a label when
-    it has Triton (CUDA/XPU), but every position of every sequence elsewhere: on CPU the vocabulary projection
-    of the whole prompt dominated a step of a small model (49k-262k vocabularies, a few answer tokens per
-    prompt). Where trl would take that path, this trainer runs the decoder body and applies the LM head to the
-    labelled positions alone — the same loss (summed answer-token NLL over ``num_items_in_batch``, else over
-    the batch's answer tokens) and the same logged ``entropy``, ``mean_token_accuracy`` and ``num_tokens``.
-    Anything else (Triton devices, another loss type, label smoothing, a ``compute_loss_func``, MoE auxiliary
-    loss, padding-free batches, sequence/context parallelism, scaled logits) goes to trl's ``compute_loss``.
-    """
-    import torch
-    from trl import SFTTrainer
-
-    from llmrank.backends.hf import unwrap
-
-    class CompletionSFTTrainer(SFTTrainer):
-        def _labelled_head(self, model, inputs) -> bool:
-            if self.args.loss_type != "nll" or self.compute_loss_func is not None or self.label_smoother is not None:
-                return False
-            if getattr(self, "aux_loss_enabled", False) or "attention_mask" not in inputs or "labels" not in inputs:
-                return False
-            if self.accelerator.parallelism_config is not None or inputs["input_ids"].device.type in ("cuda", "xpu"):
-                return False
-            cfg = unwrap(self.accelerator.unwrap_model(model)).config.get_text_config()
-            return all(getattr(cfg, k, None) in (None, 1.0) for k in _SCALED_LOGITS)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or not self._labelled_head(model, inputs):
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            lm = unwrap(self.accelerator.unwrap_model(model))
-            out = lm.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-            labels = inputs["labels"][:, 1:]
-            mask = labels != -100
-            target = labels[mask]
-            head = lm.get_output_embeddings()
-            logits = head(out.last_hidden_state[:, :-1][mask]).float()
-            cap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            logp = torch.log_softmax(logits, dim=-1)
-            token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-            n = mask.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = -token_logp.sum() / torch.as_tensor(n, device=logits.device).clamp(min=1)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * (self.accelerator.num_processes // max(getattr(self, "_tp_size", 1), 1))
-            self._log_answer_metrics(inputs, logp.detach(), target)
-            return loss
-
-        def _log_answer_metrics(self, inputs, logp, target) -> None:
-            metrics = getattr(self, "_metrics", None)
-            if metrics is None:
-                return
-            mode = "train" if self.model.training else "eval"
-            gather = self.accelerator.gather_for_metrics
-            device = logp.device
-            num_valid = gather(torch.tensor(target.numel(), device=device)).sum()
-            entropy = gather(-(logp.exp() * logp).sum()).sum()
-            correct = gather((logp.argmax(-1) == target).sum()).sum()
-            metrics[mode]["entropy"].append((entropy / num_valid).item() if num_valid > 0 else 0.0)
-            metrics[mode]["mean_token_accuracy"].append((correct / num_valid).item() if num_valid > 0 else 0.0)
-            if mode == "train" and hasattr(self, "_total_train_tokens"):
-                tokens = gather(inputs["attention_mask"].sum()).sum().item()
-                self._total_train_tokens += tokens // max(getattr(self, "_tp_size", 1), 1)
-                metrics[mode]["num_tokens"] = [self._total_train_tokens]
-
-    return CompletionSFTTrainer
-
-
 def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
     """``(trainer, tokenizer, base_path, prompt)``: trl's ``SFTTrainer`` (with the LM head on answer positions
     only, see :func:`_completion_trainer_class`) over the tokenized ``examples``, the base model with a LoRA
@@ -456,6 +382,7 @@ class ReasoningStudent(Student):
                          "save_steps": 25, "save_total_limit": 1, "report_to": [], "bf16": False,
                          "gradient_checkpointing": False, "max_length": 1024}
     refine_methods = ("grpo", "dpo")
+    needs_rationales = True
 
     @classmethod
     def config_class(cls):
