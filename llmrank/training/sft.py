@@ -355,10 +355,18 @@ def train_sft(cfg: SFTStudentConfig, examples: list[dict], sft_args, resume: boo
     return out
 
 
+def parse_rule(prompt: PromptTemplate) -> dict:
+    """How the student's output is read (what an export carries for clients that generate with it): its
+    format, the regex whose group is the verdict word, and the words for yes and no."""
+    return {"output_format": OUTPUT_FORMAT, "verdict_regex": prompt.output_regex or VERDICT_REGEX,
+            "answers": {"yes": prompt.answers.get("yes", "yes"), "no": prompt.answers.get("no", "no")}}
+
+
 def reasoning_meta(cfg: SFTStudentConfig, base_path: str, prompt: PromptTemplate) -> dict:
+    rule = parse_rule(prompt)
     return {"kind": "reasoning", "base_model": str(base_path), "prompt": prompt.path, "prompt_key": prompt.key,
-            "answers": {"yes": prompt.answers.get("yes", "yes"), "no": prompt.answers.get("no", "no")},
-            "output_format": OUTPUT_FORMAT, "verdict_regex": prompt.output_regex or VERDICT_REGEX,
+            "answers": rule["answers"], "parse": rule,
+            "output_format": rule["output_format"], "verdict_regex": rule["verdict_regex"],
             "scoring": "verdict_logits", "max_doc_tokens": cfg.max_doc_tokens, "max_new_tokens": cfg.max_new_tokens,
             "config": asdict(cfg)}
 
