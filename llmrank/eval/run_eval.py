@@ -1,8 +1,8 @@
 """Evaluation of a recipe's rankers on its eval datasets: one table row per ranker.
 
 Rows: ``first_stage`` (BM25 top-k as retrieved), ``teacher`` (the recipe's teacher reranking the same
-top-k), ``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring)
-and ``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as
+top-k; a rationalizing teacher judges unaided here, since the eval labels would make it the oracle),
+``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring) and ``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as
 it is done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
 """
 
@@ -37,7 +37,10 @@ def _rerankers(runner, row: str, qrels):
     if row == "teacher":
         from llmrank.runner import build_teacher
 
-        return build_teacher(r.teacher, qrels)
+        teacher = r.teacher
+        if teacher.options.get("rationalize"):  # given the eval labels it would be the oracle: judge unaided
+            teacher = teacher.model_copy(update={"options": {k: v for k, v in teacher.options.items() if k != "rationalize"}})
+        return build_teacher(teacher, qrels)
     if row == "student_before":
         from llmrank.backends.hf import HFBackend
         from llmrank.rerankers.pointwise import PointwiseReranker
