@@ -3,7 +3,8 @@
 Rows: ``first_stage`` (BM25 top-k as retrieved), ``teacher`` (the recipe's teacher reranking the same
 top-k; a rationalizing teacher judges unaided here, since the eval labels would make it the oracle),
 ``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring) and
-``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as it is done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
+``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as it is
+done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
 """
 
 from __future__ import annotations
