@@ -6,6 +6,8 @@ A record (one line of ``teacher.jsonl``)::
      "reranker": {…cache_key…}, "query": "…", "candidates": [first-stage ids, in the order given],
      "ranking": [the same ids in teacher order], "scores": [aligned, higher is better] | null,
      "rationales": {docid: explanation}   # only when the method writes them
+     "rationalized": false,               # with rationales: whether the teacher was given the judged labels
+                                          # and asked to explain them (rationale option rationalize)
      "cost": {"calls": 20, "prompt_tokens": …, "completion_tokens": …, "seconds": …, <method counts>},
      "extra": {…}}                        # only when the method reports more
 
@@ -95,6 +97,7 @@ def make_record(qid: str, query: str, candidates: list[str], key: str, reranker_
     }
     if ranking.rationales is not None:
         rec["rationales"] = dict(ranking.rationales)
+        rec["rationalized"] = bool(reranker_key.get("rationalize", False))
     if ranking.extra:
         rec["extra"] = ranking.extra
     return rec

@@ -75,6 +75,10 @@ def run(args) -> int:
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = first_stage(data, args.first_stage, args.first_stage_k, args.dense_model).subset(data.queries)
     options = parse_options(args.options)
+    if options.get("rationalize") is True:  # rationalization explains the judged labels: give it the qrels
+        if not data.qrels:
+            raise LlmrankError(f"--option rationalize=true: {data.source} has no judgements (qrels) to explain")
+        options["qrels"] = data.qrels
     backend = None
     from llmrank.students import is_student_dir
 

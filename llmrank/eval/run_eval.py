@@ -1,9 +1,10 @@
 """Evaluation of a recipe's rankers on its eval datasets: one table row per ranker.
 
 Rows: ``first_stage`` (BM25 top-k as retrieved), ``teacher`` (the recipe's teacher reranking the same
-top-k), ``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring)
-and ``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as
-it is done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
+top-k; a rationalizing teacher judges unaided here, since the eval labels would make it the oracle),
+``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring) and
+``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as it is
+done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def _reranker(recipe, row: str, qrels, students: dict):
     if row == "teacher":
         from llmrank.rerankers import build_teacher
 
-        return build_teacher(recipe.teacher, qrels)
+        teacher = recipe.teacher
+        if teacher.options.get("rationalize"):  # given the eval labels it would be the oracle: judge unaided
+            teacher = teacher.model_copy(update={"options": {k: v for k, v in teacher.options.items() if k != "rationalize"}})
+        return build_teacher(teacher, qrels)
     if row == "student_before":
         from llmrank.students import get_student
 

@@ -61,5 +61,11 @@ def build_teacher(cfg, qrels=None) -> Reranker:
         return FusionReranker(members, cfg.fusion)
     if cfg.method == "dense":
         return build_reranker("dense", None, model=cfg.model, **cfg.options)
+    options = dict(cfg.options)
+    if options.get("rationalize"):  # the rationale teacher explains the judged labels (STaR rationalization)
+        if not qrels:
+            raise LlmrankError("teacher option rationalize: the teacher explains the judged labels, so the data "
+                               "needs judgements (qrels); this dataset has none")
+        options["qrels"] = qrels
     backend = make_backend(cfg.backend, cfg.model, **cfg.backend_options)
-    return build_reranker(cfg.method, backend, cfg.prompt, **cfg.options)
+    return build_reranker(cfg.method, backend, cfg.prompt, **options)
