@@ -372,6 +372,48 @@ def resolve_model(name_or_path: str | os.PathLike[str], cache_dir: str | os.Path
     return name
 
 
+def _offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model(name: str | os.PathLike[str]) -> str:
+    """Resolve a model name before any work, without touching a hub: an alias (installed), a local model
+    folder, or a hub id already in the local hub cache; online, also any ``org/name`` hub id. Anything else
+    is an :class:`LlmrankError` at once (never a loop of hub retries for a name that cannot be one).
+    Returns a short word for what it is: ``alias``, ``local`` or ``hub``."""
+    text = os.fspath(name).strip()
+    aliases = ", ".join(REGISTRY)
+    if not text:
+        raise LlmrankError(f"empty model name: give an alias ({aliases}), a local folder or a hub id")
+    if text in REGISTRY:
+        _require_installed(REGISTRY[text])
+        return "alias"
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir() and any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            return "local"
+        raise LlmrankError(f"{text}: not a model folder (no config.json or adapter_config.json in it)")
+    if text.startswith(("/", "./", "../", "~")) or text.endswith(os.sep) or text.count("/") > 1:
+        raise LlmrankError(f"{text}: no such model folder")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(text, "config.json")
+    except Exception:  # an id the hub would reject (bad characters)
+        raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}), not a local folder, "
+                           "and not a valid hub id") from None
+    if isinstance(cached, str):
+        return "hub"
+    if _offline():
+        raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}), not a local folder, and not in the "
+                           "local hub cache (offline mode: HF_HUB_OFFLINE is set)")
+    if "/" not in text:
+        raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}) and not a local folder "
+                           "(a hub id looks like org/name)")
+    return "hub"
+
+
 def prepared_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The facts :func:`prepare_model` recorded in a prepared checkpoint."""
     marker = Path(path) / MARKER

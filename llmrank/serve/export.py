@@ -57,46 +57,54 @@ def seq_cls_architecture(config) -> str:
     return arch.replace("ForCausalLM", "ForSequenceClassification")
 
 
-def export_student(student_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> dict:
-    """Merge LoRA into the base, save safetensors + tokenizer + the vLLM serving config under ``out_dir``."""
+def export_student(student_dir: str | Path, out_dir: str | Path, dtype: str = "bfloat16", overwrite: bool = False) -> dict:
+    """Merge LoRA into the base, save safetensors + tokenizer + the vLLM serving config under ``out_dir``.
+
+    ``out_dir`` is built beside itself and renamed into place; an existing ``out_dir`` is replaced only
+    when it is an llmrank export (or ``overwrite``), never when it holds or lies inside the student."""
     from llmrank.backends.hf import resolve_dtype
+    from llmrank.outputs import check_output, publish_dir, temp_dir
     from llmrank.prompts import load_prompt
     from llmrank.training.distill import STUDENT_FILE, load_student_model
 
     src, out = Path(student_dir), Path(out_dir)
+    resolve_dtype(dtype)
+    check_output(out, "export", overwrite=overwrite, inputs=[src])
     model, tok, meta = load_student_model(src, "float32")
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     meta_file = src / STUDENT_FILE
     model = model.to(resolve_dtype(dtype))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.copy(meta_file, tmp / STUDENT_FILE)
-    prompt = load_prompt(meta["prompt"])
-    kind = meta.get("kind", "pointwise")
-    info: dict = {"kind": kind, "model_dir": str(out), "dtype": dtype, "prompt": prompt.key,
-                  "max_doc_tokens": meta.get("max_doc_tokens")}
-    if kind == "pointwise":
-        from llmrank.backends.base import label_token_ids
+    tmp = temp_dir(out)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        shutil.copy(meta_file, tmp / STUDENT_FILE)
+        prompt = load_prompt(meta["prompt"])
+        kind = meta.get("kind", "pointwise")
+        info: dict = {"kind": kind, "model_dir": str(out), "dtype": dtype, "prompt": prompt.key,
+                      "max_doc_tokens": meta.get("max_doc_tokens")}
+        if kind == "pointwise":
+            from llmrank.backends.base import label_token_ids
 
-        yes_id = label_token_ids(tok, meta["answers"]["yes"], variants=False)[0]
-        no_id = label_token_ids(tok, meta["answers"]["no"], variants=False)[0]
-        tokens = tok.convert_ids_to_tokens([no_id, yes_id])
-        (tmp / SCORE_TEMPLATE).write_text(score_chat_template(prompt, tok))
-        info.update({
-            "runner": "pooling",
-            "hf_overrides": {"architectures": [seq_cls_architecture(model.config)],
-                             "classifier_from_token": tokens, "method": "from_2_way_softmax"},
-            "chat_template": SCORE_TEMPLATE,
-            "note": (f"served score = P({tokens[1]!r}) / (P({tokens[1]!r}) + P({tokens[0]!r})) of the next token: the one "
-                     "token pair this student was trained and is scored on, so /rerank scores equal llmrank's."),
-        })
-    else:
-        info.update({"runner": "generate", "parse": meta.get("parse", {}),
-                     "note": "reasoning student: serve for /v1/chat/completions and read the verdict with the parse rule"})
-    (tmp / SERVE_FILE).write_text(json.dumps(info, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+            yes_id = label_token_ids(tok, meta["answers"]["yes"], variants=False)[0]
+            no_id = label_token_ids(tok, meta["answers"]["no"], variants=False)[0]
+            tokens = tok.convert_ids_to_tokens([no_id, yes_id])
+            (tmp / SCORE_TEMPLATE).write_text(score_chat_template(prompt, tok))
+            info.update({
+                "runner": "pooling",
+                "hf_overrides": {"architectures": [seq_cls_architecture(model.config)],
+                                 "classifier_from_token": tokens, "method": "from_2_way_softmax"},
+                "chat_template": SCORE_TEMPLATE,
+                "note": (f"served score = P({tokens[1]!r}) / (P({tokens[1]!r}) + P({tokens[0]!r})) of the next token: the one "
+                         "token pair this student was trained and is scored on, so /rerank scores equal llmrank's."),
+            })
+        else:
+            info.update({"runner": "generate", "parse": meta.get("parse", {}),
+                         "note": "reasoning student: serve for /v1/chat/completions and read the verdict with the parse rule"})
+        (tmp / SERVE_FILE).write_text(json.dumps(info, indent=1))
+        publish_dir(tmp, out, "export")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return info
