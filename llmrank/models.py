@@ -1,4 +1,4 @@
-"""The embedded default models, and a tiny random model for tests.
+"""The embedded default models.
 
 Two small LLMs ship inside PyPI packages as GGUF files, so llmrank runs with no model hub:
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import time
@@ -45,6 +46,8 @@ from llmrank.errors import LlmrankError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 MARKER = "llmrank_prepared.json"
 """Written last into a prepared checkpoint; a directory without it is not a prepared checkpoint."""
@@ -163,7 +166,22 @@ def model_path(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> P
 
 
 def is_prepared(path: Path) -> bool:
-    return (path / MARKER).is_file() and (path / "config.json").is_file()
+    """A complete prepared checkpoint: its marker is there, and every file the marker lists has the size it
+    had when written (a truncated or deleted weight file makes the next use prepare the model again)."""
+    if not ((path / MARKER).is_file() and (path / "config.json").is_file()):
+        return False
+    try:
+        files = json.loads((path / MARKER).read_text()).get("files") or {}
+    except (ValueError, OSError, AttributeError):
+        log.warning("%s: unreadable %s; the model will be prepared again", path, MARKER)
+        return False
+    for name, size in files.items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != size:
+            log.warning("%s: %s is missing or damaged (expected %s bytes); the model will be prepared again",
+                        path, name, size)
+            return False
+    return True
 
 
 def gguf_path(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -356,6 +374,7 @@ def prepare_model(alias: str, cache_dir: str | os.PathLike[str] | None = None, f
             "check": {"prompt": CHECK_PROMPT, "tokens": int(reference.shape[1]), "max_abs_logit_diff": diff,
                       "atol": CHECK_ATOL},
             "prepare_seconds": round(time.perf_counter() - start, 1),
+            "files": {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.is_file()},
         }
         (out / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
         return _publish(out, target, force)
@@ -439,7 +458,7 @@ def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[st
     return rows
 
 
-# -- the tiny test model -------------------------------------------------------------------------------
+# -- tokenizers ----------------------------------------------------------------------------------------
 
 
 def tokenizer_dir(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -466,36 +485,3 @@ def tokenizer_dir(alias: str, cache_dir: str | os.PathLike[str] | None = None) -
         return target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def build_tiny_llama(path: str | os.PathLike[str], seed: int = 0, tokenizer_from: str = "smollm2-135m",
-                     cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A 2-layer random ``LlamaForCausalLM`` with a real tokenizer, saved to ``path`` for tests.
-
-    hidden 64, 4 heads, 2 kv heads, intermediate 128, max_position 2048, tied embeddings, float32; the
-    vocabulary is the tokenizer's (``tokenizer_from``: an alias, whose tokenizer is cached by
-    :func:`tokenizer_dir`, or a local folder with a tokenizer). The same ``seed`` gives the same weights.
-    """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    source = tokenizer_dir(tokenizer_from, cache_dir) if tokenizer_from in REGISTRY else Path(tokenizer_from)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    out = Path(path)
-    _save(model, tokenizer, out)
-    return out
