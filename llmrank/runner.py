@@ -205,8 +205,11 @@ class Runner:
         if data.qrels:
             run = teacher_candidates(read_teacher_run(path))
             metrics = ["ndcg@10", f"recall@{k}"]
-            info["metrics"] = evaluate(run, data.qrels, metrics)
-            info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics)
+            from llmrank.eval.metrics import default_rel_threshold, labelled
+
+            rel = default_rel_threshold(data.qrels)  # binary figures carry their threshold: recall@k(rel>=2)
+            info["metrics"] = labelled(evaluate(run, data.qrels, metrics, rel), rel)
+            info["first_stage_metrics"] = labelled(evaluate(cands.subset(run.qids()), data.qrels, metrics, rel), rel)
         return {"inputs": {"dataset": self.recipe.data.dataset, "queries": len(cands)}, "teacher": info}
 
     def stage_distill(self) -> dict:

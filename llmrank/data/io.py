@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import tempfile
@@ -13,13 +14,13 @@ from llmrank.errors import LlmrankError
 
 
 class TextFile:
-    """A text file read line by line as UTF-8, where a byte that is not UTF-8, a damaged gzip stream or a
-    read error becomes an :class:`LlmrankError` naming the file and the line."""
+    """A text file read as UTF-8 (universal newlines, like ``open``), where a byte that is not UTF-8, a damaged
+    gzip stream or a read error becomes an :class:`LlmrankError` naming the file and the line."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        self.lineno = 0
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        self._f = io.TextIOWrapper(raw, encoding="utf-8", newline=None)
 
     def __enter__(self):
         return self
@@ -28,45 +29,50 @@ class TextFile:
         self.close()
 
     def close(self) -> None:
-        self._raw.close()
+        self._f.close()
 
-    def _fail(self, e: BaseException, lineno: int):
+    def _bad_byte(self) -> tuple[int, int, int]:
+        """``(line, column, byte)`` of the first byte that is not UTF-8 (the decoder reads ahead in blocks,
+        so the error it raises does not say which line)."""
+        raw = gzip.open(self.path, "rb") if self.path.suffix == ".gz" else open(self.path, "rb")
+        with raw:
+            for lineno, line in enumerate(raw, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return lineno, e.start + 1, line[e.start]
+        return 0, 0, 0
+
+    def _fail(self, e: BaseException):
         if isinstance(e, UnicodeDecodeError):
-            raise LlmrankError(f"{self.path}:{lineno}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at column "
-                               f"{e.start + 1}); save the file as UTF-8") from None
+            try:
+                lineno, col, byte = self._bad_byte()
+            except (OSError, EOFError, zlib.error):
+                lineno, col, byte = 0, 0, e.object[e.start]
+            where = f"{self.path}:{lineno}" if lineno else str(self.path)
+            raise LlmrankError(f"{where}: not UTF-8 text (byte 0x{byte:02x} at column {col}); save the file as "
+                               "UTF-8") from None
         if isinstance(e, IsADirectoryError):
             raise LlmrankError(f"{self.path}: is a folder, expected a file") from None
         raise LlmrankError(f"{self.path}: cannot read it ({type(e).__name__}: {e})") from None
 
-    def _next_raw(self) -> bytes:
-        try:
-            return self._raw.readline()
-        except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz, an I/O error
-            self._fail(e, self.lineno + 1)
-            raise
-
     def __iter__(self) -> Iterator[str]:
         while True:
-            raw = self._next_raw()
-            if not raw:
-                return
-            self.lineno += 1
             try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                self._fail(e, self.lineno)
+                line = self._f.readline()
+            except (UnicodeDecodeError, OSError, EOFError, zlib.error) as e:  # not UTF-8; a damaged .gz
+                self._fail(e)
+                raise
+            if not line:
+                return
+            yield line
 
     def read(self, n: int = -1) -> str:
-        """The rest of the file (or about ``n`` characters of it, whole lines)."""
-        out: list[str] = []
-        size = 0
-        for line in self:
-            out.append(line)
-            size += len(line)
-            if 0 <= n <= size:
-                break
-        text = "".join(out)
-        return text if n < 0 else text[:n]
+        try:
+            return self._f.read(n)
+        except (UnicodeDecodeError, OSError, EOFError, zlib.error) as e:
+            self._fail(e)
+            raise
 
 
 def open_text(path: str | Path) -> TextFile:

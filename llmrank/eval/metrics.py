@@ -89,18 +89,17 @@ def _check(run: Candidates, qrels: Qrels) -> None:
                            "evaluate against the qrels of the same split")
 
 
-def evaluate(run: Candidates, qrels: Qrels, metrics=DEFAULT_METRICS, rel_threshold: int | None = None,
+def evaluate(run: Candidates, qrels: Qrels, metrics=DEFAULT_METRICS, rel_threshold: int = 1,
              per_query: bool = False) -> dict:
     """Mean of each metric over the run's queries, keyed by the metric names as given.
 
-    ``rel_threshold=None`` uses the collection's convention (:func:`default_rel_threshold`).
+    ``rel_threshold`` is trec_eval's ``-l`` (1 by default, as trec_eval); the commands pass the collection's
+    convention (:func:`default_rel_threshold`) and print it beside every binary figure (:func:`labelled`).
 
     With ``per_query=True`` returns ``{name: {qid: value}}`` instead. Queries of the qrels that the run
     lacks count as 0 only if they are in the run; as in trec_eval, the mean is over the run's queries.
     """
     _check(run, qrels)
-    if rel_threshold is None:
-        rel_threshold = default_rel_threshold(qrels)
     measures = {name: parse_metric(name, rel_threshold) for name in metrics}
     scores = run.run_scores()
     judged = {q: qrels[q] for q in scores}

@@ -13,7 +13,10 @@ LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_be
 
 
 def _table(rows: dict, metrics: list[str]) -> list[str]:
-    head = ["ranker", *metrics, "calls/q", "prompt tok/q", "s/q"]
+    from llmrank.eval.metrics import label
+
+    rel = next(iter(rows.values()), {}).get("rel_threshold", 1)  # binary measures show their threshold
+    head = ["ranker", *[label(m, rel) for m in metrics], "calls/q", "prompt tok/q", "s/q"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, rec in rows.items():
         c = rec.get("cost") or {}
