@@ -177,7 +177,7 @@ CASES = [
     Case("inf score in a run", "evaluate {inf_run} --qrels {qrels}", ("{inf_run}:1", "not a finite number"), group="silent"),
     Case("duplicate docid in a run", "evaluate {dup_run} --qrels {qrels}", ("{dup_run}:5", "listed twice", "line 1"), group="silent"),
     Case("empty run", "evaluate {empty_run} --qrels {qrels}", ("{empty_run}", "empty"), group="silent"),
-    Case("empty candidates JSON", "evaluate {empty_cands} --qrels {qrels}", ("empty",), group="silent"),
+    Case("empty candidates JSON", "evaluate {empty_cands} --qrels {qrels}", ("{empty_cands}", "empty"), group="silent"),
     Case("NaN score in a teacher run", "evaluate {teacher_nan} --qrels {qrels}", ("t1", "not a finite number"), group="silent"),
     Case("retrieve --k 0", "retrieve {beir} --k 0 -o {tmp}/o8.trec", ("--k", "≥ 1"), group="silent"),
     Case("rerank --queries 0", "rerank {beir} --queries 0 -o {tmp}/o9.trec", ("--queries", "≥ 1"), group="silent"),
@@ -510,6 +510,26 @@ def test_printed_figures_equal_the_written_file(tiny_model_dir, ws, tmp_path):
     code, stdout, _, _ = run_case(Case("", f"evaluate {out} --qrels {{qrels}} --metrics ndcg@10 mrr@10 --json"), ws)
     scored = json.loads(stdout)
     assert printed == {"ndcg@10": pytest.approx(scored["ndcg@10"]), "mrr@10(rel>=1)": pytest.approx(scored["mrr@10"])}
+
+
+def test_cli_output_is_free_of_library_noise_and_shows_progress_in_logs(tiny_model_dir, ws, tmp_path):
+    """A real process with stderr to a file (a log): per-tenth progress lines, and none of the warnings that
+    say nothing to a user (bitsandbytes' kernels hint, past_key_values, tokenizer length)."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "long-docs.jsonl"  # documents over the tokenizer's limit, which llmrank cuts itself
+    data.write_text(_jsonl([{"qid": f"q{i}", "query": "heart attack", "docs": ["aspirin " * 3000, "coffee", "tea"]}
+                            for i in range(3)]))
+    env = {**os.environ, "LLMRANK_CACHE": str(ws["tmp"].parent / "cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    p = subprocess.run([sys.executable, "-m", "llmrank", "rerank", str(data), "--model", str(tiny_model_dir),
+                        "-o", str(tmp_path / "r.trec")], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "note: 3 documents were truncated" in p.stderr
+    for noise in ("pip install kernels", "past_key_values", "Token indices sequence length", "Traceback"):
+        assert noise not in p.stderr, p.stderr
+    assert "[pointwise] 3/3 queries" in p.stderr
 
 
 def test_check_model_never_asks_a_hub_for_a_name_that_is_none(monkeypatch):

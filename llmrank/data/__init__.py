@@ -106,7 +106,10 @@ def load_run(path: str | Path, lenient: bool = False, issues=None) -> Candidates
     if not p.is_file():
         raise LlmrankError(f"{p}: file not found")
     if _is_candidates_json(p):
-        return load_candidates_json(p).candidates
+        run = load_candidates_json(p).candidates
+        if not len(run):
+            raise LlmrankError(f"{p}: the run is empty (a candidates JSON with no queries)")
+        return run
     with open(p, "rb") as f:
         head = f.read(1).strip()
     if head in (b"[", b"{"):
