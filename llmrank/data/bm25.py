@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llmrank.cache import cache_root, corpus_key
+from llmrank.cache import cache_root, corpus_key, discard, publish, scratch_dir, seal, verify
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 
@@ -51,7 +49,7 @@ class BM25Index:
         path = root / corpus_key(docs, asdict(cfg))
         self.cache_path = path
         if path.exists():
-            problem = _verify(path)
+            problem = verify(path)
             if problem is None:
                 try:
                     retriever = bm25s.BM25.load(str(path))
@@ -64,24 +62,19 @@ class BM25Index:
                     self.retriever, self.docids, self.cached = retriever, docids, True
                     return
             log.warning("BM25 cache %s is damaged or incomplete (%s); rebuilding it", path, problem)
-            _discard(path)
+            discard(path)
         self.docids = list(docs)
         tokens = bm25s.tokenize([docs[d].contents for d in self.docids], stopwords=cfg.stopwords,
                                 stemmer=self._stemmer, show_progress=show_progress)
         self.retriever = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
         self.retriever.index(tokens, show_progress=show_progress)
         # each builder writes its own folder and renames it into place: concurrent builders never share one
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp = scratch_dir(path)
         try:
             self.retriever.save(str(tmp), show_progress=False)
             (tmp / "docids.json").write_text(json.dumps(self.docids), encoding="utf-8")
-            _seal(tmp)
-            try:
-                tmp.rename(path)
-            except OSError:  # another process published the same index first: keep theirs
-                if _verify(path) is not None:
-                    raise
+            seal(tmp)
+            publish(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.cached = False
@@ -96,53 +89,6 @@ class BM25Index:
         return Candidates({
             q.qid: [(self.docids[i], float(s)) for i, s in zip(idx[n], scores[n])] for n, q in enumerate(queries)
         })
-
-
-CACHE_MANIFEST = "llmrank_cache.json"
-"""Written last into a BM25 cache folder: size and SHA-256 of every file; a folder without it, or whose files
-differ from it, is rebuilt."""
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _seal(folder: Path) -> None:
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(folder.iterdir()) if f.is_file()}
-    (folder / CACHE_MANIFEST).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
-
-
-def _verify(folder: Path) -> str | None:
-    """None when ``folder`` holds a complete, unchanged cache; else what is wrong with it."""
-    try:
-        files = json.loads((folder / CACHE_MANIFEST).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"no readable {CACHE_MANIFEST}"
-    for name, want in files.items():
-        f = folder / name
-        if not f.is_file():
-            return f"{name} is missing"
-        if f.stat().st_size != want.get("size"):
-            return f"{name} has {f.stat().st_size} bytes, expected {want.get('size')}"
-        if _sha256(f) != want.get("sha256"):
-            return f"{name} does not match its checksum"
-    return None
-
-
-def _discard(folder: Path) -> None:
-    """Move a damaged cache folder aside (one rename, so no reader sees it half deleted), then delete it."""
-    aside = folder.with_name(f"{folder.name}.bad-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        folder.rename(aside)
-    except OSError:
-        return  # another process moved it already
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def retrieve(data: RankingData, k: int = 100, cfg: BM25Config = BM25Config(), show_progress: bool = False) -> Candidates:
