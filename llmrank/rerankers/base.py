@@ -81,7 +81,7 @@ class Reranker(ABC):
                 check(data.queries[qid])
         show = sys.stderr.isatty() if progress is None else progress
         bar = tqdm(qids, desc=f"{self.method}", unit="q", disable=not show)
-        every = max(1, len(qids) // 10)  # without a terminal (logs), one line per tenth of the queries
+        every = max(1, len(qids) // 10)  # without a bar (a log), a line per tenth of the queries (past 2 s), and at the end
         t_start = time.perf_counter()
         for n, qid in enumerate(bar, 1):
             items = candidates[qid]
@@ -109,8 +109,9 @@ class Reranker(ABC):
                 (d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
             if on_ranking is not None:
                 on_ranking(qid, ranking)
-            if not show and progress is None and (n % every == 0 or n == len(qids)) and len(qids) > 1:
-                print(f"[{self.method}] {n}/{len(qids)} queries, {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
+            elapsed = time.perf_counter() - t_start
+            if not show and len(qids) > 1 and (n % every == 0 and elapsed > 2 or n == len(qids)):
+                print(f"[{self.method}] {n}/{len(qids)} queries, {elapsed:.0f} s", file=sys.stderr)
         return Candidates(out), rankings
 
 
