@@ -103,6 +103,18 @@ def make_workspace(root: Path) -> dict[str, Path]:
     ws["long_query"] = root / "long.jsonl"
     ws["long_query"].write_text(_jsonl([{"qid": "short", "query": "heart attack", "docs": ["aspirin", "coffee"]},
                                         {"qid": "huge", "query": "heart " * 10000, "docs": ["aspirin", "coffee"]}]))
+    ws["short_run"] = root / "short.run"
+    ws["short_run"].write_text("t1 Q0 d1 1 3.0\n")
+    ws["bad_grade"] = root / "bad-grade.txt"
+    ws["bad_grade"].write_text("t1 0 d1 1\nt1 0 d2 high\n")
+    ws["nan_cands"] = root / "nan-cands.json"
+    ws["nan_cands"].write_text('[{"query": "q", "hits": [{"qid": "t1", "docid": "d1", "content": "x", "score": NaN}]}]')
+    ws["dup_qid_jsonl"] = root / "dup-qid.jsonl"
+    ws["dup_qid_jsonl"].write_text(_jsonl([{"qid": "a", "query": "x", "docs": ["d"]}, {"qid": "a", "query": "y", "docs": ["e"]}]))
+    ws["bad_title"] = _beir(root / "beir-title", corpus=CORPUS + [{"_id": "d9", "title": 7, "text": "x"}])
+    ws["gz_beir"] = _beir(root / "beir-gz")
+    (ws["gz_beir"] / "corpus.jsonl").unlink()
+    (ws["gz_beir"] / "corpus.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00broken")
     # the user's own files, which no command may touch
     ws["user_dir"] = root / "my-folder"
     ws["user_dir"].mkdir()
@@ -172,6 +184,19 @@ CASES = [
     Case("retrieve --b 2", "retrieve {beir} --b 2 -o {tmp}/o6.trec", ("--b",)),
     Case("unknown metric before retrieval", "retrieve {beir} --metrics bleu -o {tmp}/o7.trec", ("bleu",)),
     Case("qrels with a doc judged twice", "evaluate {run} --qrels {dup_qrels}", ("{dup_qrels}:2", "twice")),
+    Case("metric cutoff 0", "evaluate {run} --qrels {qrels} --metrics ndcg@0", ("ndcg@0", "positive")),
+    Case("dataset path missing", "retrieve {tmp}/nowhere -o {tmp}/o14.trec", ("{tmp}/nowhere", "no such file")),
+    Case("unknown method", "rerank {beir} --method magic -o {tmp}/o15.trec", ("--method", "magic")),
+    Case("teach --option without =", "teach {beir} --option oops -o {tmp}/t1.jsonl", ("--option", "KEY=VALUE")),
+    Case("run line with 5 fields", "evaluate {short_run} --qrels {qrels}", ("{short_run}:1", "6 fields")),
+    Case("qrels grade not a number", "evaluate {run} --qrels {bad_grade}", ("{bad_grade}:2", "high")),
+    Case("candidates JSON with a NaN score", "evaluate {nan_cands} --qrels {qrels}", ("{nan_cands}", "hit 0", "not a finite number")),
+    Case("jsonl dataset with a duplicate qid", "retrieve {dup_qid_jsonl} -o {tmp}/o16.trec", ("{dup_qid_jsonl}:2", "duplicate qid")),
+    Case("corpus title not a string", "retrieve {bad_title} -o {tmp}/o17.trec", ("corpus.jsonl:7", "title")),
+    Case("corrupt gzip corpus", "retrieve {gz_beir} -o {tmp}/o18.trec", ("corpus.jsonl.gz",)),
+    Case("export of a folder that is no student", "export {user_dir} -o {tmp}/exp2", ("{user_dir}", "not an llmrank student"), ("user_dir",)),
+    Case("run --stage unknown", "run {recipe} --stage nope", ("--stage", "nope")),
+    Case("models prepare unknown alias", "models prepare nosuch", ("nosuch", "smollm2-135m")),
     # 3. silent wrong results
     Case("NaN score in a run", "evaluate {nan_run} --qrels {qrels}", ("{nan_run}:2", "not a finite number", "--lenient"), group="silent"),
     Case("inf score in a run", "evaluate {inf_run} --qrels {qrels}", ("{inf_run}:1", "not a finite number"), group="silent"),
