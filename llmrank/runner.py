@@ -205,11 +205,11 @@ class Runner:
         if data.qrels:
             run = teacher_candidates(read_teacher_run(path))
             metrics = ["ndcg@10", f"recall@{k}"]
-            from llmrank.eval.metrics import default_rel_threshold, labelled
+            from llmrank.eval.metrics import default_rel_threshold
 
-            rel = default_rel_threshold(data.qrels)  # binary figures carry their threshold: recall@k(rel>=2)
-            info["metrics"] = labelled(evaluate(run, data.qrels, metrics, rel), rel)
-            info["first_stage_metrics"] = labelled(evaluate(cands.subset(run.qids()), data.qrels, metrics, rel), rel)
+            rel = info["rel_threshold"] = default_rel_threshold(data.qrels)  # the report prints recall@k(rel>=2)
+            info["metrics"] = evaluate(run, data.qrels, metrics, rel)
+            info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics, rel)
         return {"inputs": {"dataset": self.recipe.data.dataset, "queries": len(cands)}, "teacher": info}
 
     def stage_distill(self) -> dict:

@@ -610,6 +610,14 @@ def test_one_retry_policy_for_both_clients():
             assert r.status_code == 503  # out of retries: the caller explains the status
             _Flaky.plan = [400]
             assert send(client, "POST", url, RetryPolicy(), json={}, sleep=slept.append).status_code == 400
+        from llmrank.backends.openai import OpenAIBackend
+
+        backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{server.server_port}", backoff=0.01)
+        _Flaky.plan = [502, 200]
+        assert backend._post("/x", {}) == {"ok": True} and backend.stats["retries"] == 1
+        _Flaky.plan = [400]
+        with pytest.raises(LlmrankError, match=r"/v1/x: HTTP 400: status 400"):
+            backend._post("/x", {})
     finally:
         server.shutdown()
     from llmrank.serve.client import RerankClient

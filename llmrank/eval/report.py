@@ -105,9 +105,12 @@ def write_report(runner) -> str:
     if teach_manifest.is_file():
         stats = json.loads(teach_manifest.read_text()).get("teacher", {})
         if stats.get("metrics"):
+            from llmrank.eval.metrics import labelled
+
+            rel = stats.get("rel_threshold", 1)
             md.append(f"On the {stats.get('queries', '?')} training queries: teacher "
-                      + ", ".join(f"{k}={v:.4f}" for k, v in stats["metrics"].items())
-                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in stats.get("first_stage_metrics", {}).items()))
+                      + ", ".join(f"{k}={v:.4f}" for k, v in labelled(stats["metrics"], rel).items())
+                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in labelled(stats.get("first_stage_metrics", {}), rel).items()))
     if recipe.distill:
         d = recipe.distill
         md.append(f"Student: `{d.model}` + LoRA, loss `{d.loss}`, prompt `{d.prompt}`, training {d.training}")
