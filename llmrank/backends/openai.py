@@ -9,7 +9,7 @@ Label log-probabilities: from a vLLM server, exactly, through its ``logprob_toke
 full-vocabulary log-softmax at the label token ids); from any other server, from the top-``logprobs``
 alternatives of the first generated token, where a label outside them is ``-inf`` and counted in
 ``stats['labels_missing']`` (never an error). Requests run with a
-concurrency limit and are retried with exponential backoff on 429, 5xx and timeouts. The API key is read
+concurrency limit and retried by llmrank's one policy (:mod:`llmrank.http`: backoff on 429, 5xx and timeouts). The API key is read
 from the environment only (``OPENAI_API_KEY``, or the variable named by ``api_key_env``).
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from llmrank.backends.base import Backend, Generation, GenerationParams, Timer, label_variants
 from llmrank.errors import LlmrankError
-from llmrank.http import RETRY_STATUS, RetryPolicy, send  # noqa: F401  (RETRY_STATUS: one set for all clients)
+from llmrank.http import RetryPolicy, send
 
 log = logging.getLogger(__name__)
 
