@@ -75,14 +75,29 @@ class Runner:
         return self.recipe.section_hash(*DEPENDS[stage])
 
     def is_done(self, stage: str) -> bool:
+        """The manifest matches the recipe, and every file it lists is there with its recorded size."""
         m = self.stage_dir(stage) / "manifest.json"
-        return m.is_file() and json.loads(m.read_text()).get("config_hash") == self.manifest_hash(stage)
+        if not m.is_file():
+            return False
+        try:
+            manifest = json.loads(m.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            print(f"[{stage}] {m} is unreadable (an interrupted write?): running the stage again", file=sys.stderr)
+            return False
+        if not isinstance(manifest, dict) or manifest.get("config_hash") != self.manifest_hash(stage):
+            return False
+        problem = _missing_output(self.stage_dir(stage), manifest.get("files"))
+        if problem:
+            print(f"[{stage}] {problem}: running the stage again", file=sys.stderr)
+            return False
+        return True
 
     def finish(self, stage: str, seconds: float, inputs: dict | None = None, **extra) -> None:
         if not _state().is_main_process:
             return
         manifest = {"stage": stage, "config_hash": self.manifest_hash(stage), "inputs": inputs or {},
-                    "versions": versions(), "seconds": round(seconds, 2), **extra}
+                    "versions": versions(), "seconds": round(seconds, 2), **extra,
+                    "files": _stage_files(self.stage_dir(stage))}
         atomic_write_text(self.stage_dir(stage) / "manifest.json", json.dumps(manifest, indent=1))
 
     def enabled(self, stage: str) -> bool:
@@ -194,8 +209,11 @@ class Runner:
         if data.qrels:
             run = teacher_candidates(read_teacher_run(path))
             metrics = ["ndcg@10", f"recall@{k}"]
-            info["metrics"] = evaluate(run, data.qrels, metrics)
-            info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics)
+            from llmrank.eval.metrics import default_rel_threshold
+
+            rel = info["rel_threshold"] = default_rel_threshold(data.qrels)  # the report prints recall@k(rel>=2)
+            info["metrics"] = evaluate(run, data.qrels, metrics, rel)
+            info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics, rel)
         return {"inputs": {"dataset": self.recipe.data.dataset, "queries": len(cands)}, "teacher": info}
 
     def student(self):
@@ -254,6 +272,27 @@ class Runner:
 
         info = export_student(self.newest_student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
         return {"export": info}
+
+
+def _stage_files(folder: Path) -> dict[str, int]:
+    """``{relative path: size}`` of every file a stage wrote (hidden scratch files and the manifest aside)."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if f.is_file() and rel.as_posix() != "manifest.json" and not any(p.startswith(".") for p in rel.parts):
+            out[rel.as_posix()] = f.stat().st_size
+    return out
+
+
+def _missing_output(folder: Path, files: dict | None) -> str | None:
+    """What is gone or changed among the files a manifest lists (None: all there)."""
+    for rel, size in (files or {}).items():
+        f = folder / rel
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != size:
+            return f"{f} has {f.stat().st_size} bytes, the manifest recorded {size}"
+    return None
 
 
 def _teacher_keys(teacher, data: RankingData, cands: Candidates, k: int) -> dict[str, str]:

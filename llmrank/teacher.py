@@ -289,6 +289,15 @@ def teacher_candidates(run: dict[str, dict]) -> Candidates:
         scores = rec.get("scores")
         if not scores or len(scores) != len(ranking):
             scores = [float(len(ranking) - i) for i in range(len(ranking))]
+        try:
+            bad = next((s for s in scores if not math.isfinite(float(s))), None)
+        except (TypeError, ValueError):
+            raise LlmrankError(f"teacher record of query {qid}: 'scores' must be numbers") from None
+        if bad is not None:
+            raise LlmrankError(f"teacher record of query {qid}: score {bad} is not a finite number")
+        if len(set(ranking)) != len(ranking):
+            dup = next(d for d in ranking if ranking.count(d) > 1)
+            raise LlmrankError(f"teacher record of query {qid}: doc {dup} is ranked twice")
         out[qid] = list(zip(ranking, scores))
     return Candidates(out)
 

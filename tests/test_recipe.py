@@ -502,7 +502,7 @@ def test_run_writes_manifests_report_plots_and_table(pipeline):
     report = (root / "report.md").read_text()
     assert "## tiny-test (4 queries, top-6 reranked)" in report and "![tiny-test-scores.png](eval/tiny-test-scores.png)" in report
     table = pipeline["stdout"]
-    assert "| ranker | ndcg@10 | recall@20 | mrr@10 |" in table
+    assert "| ranker | ndcg@10 | recall@20(rel>=1) | mrr@10(rel>=1) |" in table
     for label in ("first stage (BM25)", "teacher", "student, zero-shot", "student, distilled"):
         assert f"| {label} |" in table and f"| {label} |" in report
     assert f"report: {root / 'report.md'}" in table

@@ -14,6 +14,7 @@ import sys
 import typing
 from pathlib import Path
 
+from llmrank.checks import positive_int
 from llmrank.errors import LlmrankError
 
 NAME = "distill"
@@ -59,10 +60,11 @@ def add_arguments(p) -> None:
     p.add_argument("--split", default="train", help="training split (default: train)")
     p.add_argument("--teacher", help="teacher run jsonl (from `llmrank teach`); or --oracle")
     p.add_argument("--oracle", action="store_true", help="use the dataset's qrels as the teacher (pointwise)")
-    p.add_argument("--top-k", type=int, default=20, help="first-stage depth for the oracle teacher (default: 20)")
-    p.add_argument("--queries", type=int, default=None, help="first N training queries (default: all)")
+    p.add_argument("--top-k", type=positive_int, default=20, help="first-stage depth for the oracle teacher (default: 20)")
+    p.add_argument("--queries", type=positive_int, default=None, help="first N training queries (default: all)")
     p.add_argument("-o", "--output-dir", default="runs/distill",
                    help="where the student is saved: adapter/ and merged/ (default: runs/distill)")
+    p.add_argument("--overwrite", action="store_true", help="write into --output-dir even if llmrank did not create it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="with a recipe: any recipe key; with flags: training.FIELD=VALUE for any training field")
     # one flag per field; its default per kind, when the kinds differ
@@ -164,8 +166,11 @@ def run(args) -> int:
     if not args.dataset or not (args.teacher or args.oracle):
         raise LlmrankError("give a recipe, or --dataset with --teacher TEACHER.jsonl or --oracle")
     student, section = _section(args)  # every flag is checked before any data is read
-    if args.queries is not None and args.queries < 1:
-        raise LlmrankError(f"--queries must be >= 1 (got {args.queries})")
+    from llmrank.models import check_model
+    from llmrank.outputs import check_output, mark_dir
+
+    check_output(args.output_dir, "distill", args.overwrite, inputs=[args.dataset] + ([args.teacher] if args.teacher else []))
+    check_model(section.model)
     from transformers import set_seed
 
     from llmrank.data import load_dataset
@@ -182,13 +187,15 @@ def run(args) -> int:
         _, rankings = OracleReranker(data.qrels).rerank_all(data, cands, args.top_k, progress=False)
         teacher = {q: {"qid": q, "ranking": r.docids, "scores": r.scores} for q, r in rankings.items()}
     else:
-        teacher = {q: rec for q, rec in read_teacher_run(args.teacher).items() if q in data.queries}
-        if not teacher:
-            raise LlmrankError(f"{args.teacher}: none of its query ids is in {args.dataset} (split {args.split}); "
-                               "was it taught on another dataset or split?")
+        whole = read_teacher_run(args.teacher)
+        teacher = {q: rec for q, rec in whole.items() if q in data.queries}
+        if whole and not teacher:
+            raise LlmrankError(f"{args.teacher}: none of its {len(whole)} query ids is in {args.dataset} split "
+                               f"'{args.split}' (first teacher qid: {next(iter(whole))}); was it taught on another dataset?")
     seed = section.training.get("seed", 42)
     cfg = student.make_config(section, args.output_dir, seed=seed)
     examples = student.build_examples(data, teacher, cfg, seed=seed)
+    mark_dir(args.output_dir, "distill")
     set_seed(seed)
     out = student.train(cfg, examples)
     print(f"student saved to {Path(out) / 'adapter'} and {Path(out) / 'merged'}", file=sys.stderr)

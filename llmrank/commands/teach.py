@@ -4,11 +4,19 @@ import json
 import sys
 
 from llmrank.backends import make_backend
-from llmrank.commands.rerank import _build, add_data_arguments, add_model_arguments, backend_options, parse_options
+from llmrank.commands.rerank import (
+    _build,
+    add_data_arguments,
+    add_model_arguments,
+    backend_options,
+    check_model_args,
+    parse_options,
+)
 from llmrank.data import load_dataset
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
-from llmrank.eval.metrics import evaluate
+from llmrank.eval.metrics import default_rel_threshold, evaluate, labelled
+from llmrank.outputs import check_output
 from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
 from llmrank.teacher import COST_FIELDS, read_teacher_run, run_teacher, teacher_candidates
 
@@ -72,6 +80,9 @@ def run(args) -> int:
     method = args.method or ("rationale" if args.rationales else "listwise")
     if method not in RERANKERS:
         raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
+    check_output(args.output, "teacher", inputs=[args.dataset], resume=True)
+    if needs_backend(method):
+        check_model_args(args, method, args.model or args.llm_default_model)
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = first_stage(data, args.first_stage, args.first_stage_k, args.dense_model).subset(data.queries)
     options = parse_options(args.options)
@@ -111,7 +122,9 @@ def run(args) -> int:
         qids = [q for q in first.qids() if q in run_ and q in data.qrels]
         if qids:
             teacher = teacher_candidates({q: run_[q] for q in qids})
-            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, ["ndcg@10"])
-            after = evaluate(teacher, data.qrels, ["ndcg@10"])
-            print(json.dumps({"queries": len(qids), "first_stage": before, "teacher": after}))
+            rel = default_rel_threshold(data.qrels)
+            metrics = ["ndcg@10", "mrr@10"]
+            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, metrics, rel)
+            after = evaluate(teacher, data.qrels, metrics, rel)
+            print(json.dumps({"queries": len(qids), "first_stage": labelled(before, rel), "teacher": labelled(after, rel)}))
     return 0

@@ -13,10 +13,13 @@ LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_be
 
 
 def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
+    from llmrank.eval.metrics import label
+
+    rel = next(iter(rows.values()), {}).get("rel_threshold", 1)  # binary measures show their threshold
     # rows that generate text (rationale teachers, reasoning students) add generated tokens and parse failures
     generates = any((rec.get("cost") or {}).get("completion_tokens") or "parse_failures" in (rec.get("cost") or {})
                     for rec in rows.values())
-    head = ["ranker", *metrics, "calls/q", "prompt tok/q", "s/q"]
+    head = ["ranker", *[label(m, rel) for m in metrics], "calls/q", "prompt tok/q", "s/q"]
     if generates:
         head += ["gen tok/q", "parse failures"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -112,9 +115,12 @@ def write_report(runner) -> str:
     if teach_manifest.is_file():
         stats = json.loads(teach_manifest.read_text()).get("teacher", {})
         if stats.get("metrics"):
+            from llmrank.eval.metrics import labelled
+
+            rel = stats.get("rel_threshold", 1)
             md.append(f"On the {stats.get('queries', '?')} training queries: teacher "
-                      + ", ".join(f"{k}={v:.4f}" for k, v in stats["metrics"].items())
-                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in stats.get("first_stage_metrics", {}).items()))
+                      + ", ".join(f"{k}={v:.4f}" for k, v in labelled(stats["metrics"], rel).items())
+                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in labelled(stats.get("first_stage_metrics", {}), rel).items()))
     if recipe.distill:
         d = recipe.distill
         how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"

@@ -19,7 +19,7 @@ from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.data.io import atomic_write_text
 from llmrank.errors import LlmrankError
-from llmrank.eval.metrics import evaluate
+from llmrank.eval.metrics import default_rel_threshold, evaluate
 from llmrank.recipe import SUITES_DIR, EvalDataset, eval_entries, load_suite
 from llmrank.rerankers.base import total_cost
 
@@ -110,7 +110,8 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
                 cost = total_cost(rankings)
             rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
                    "query_field": entry.query_field, "queries": len(run),
-                   "metrics": evaluate(run, data.qrels, ev.metrics),
+                   "metrics": evaluate(run, data.qrels, ev.metrics, default_rel_threshold(data.qrels)),
+                   "rel_threshold": default_rel_threshold(data.qrels),
                    "per_query": evaluate(run, data.qrels, ["ndcg@10"], per_query=True)["ndcg@10"],
                    "cost": cost, "scores": {q: [s for _, s in items] for q, items in run.items()}}
             write_run(run, out_dir / f"{row}.trec", tag=row)

@@ -103,7 +103,12 @@ class Student:
     # -- what a kind does ------------------------------------------------------------------------------
     @classmethod
     def check_section(cls, section) -> list[tuple[str, str]]:
-        """Problems of a recipe section beyond types (e.g. an unknown loss): ``[(key, message)]``."""
+        """Problems of a recipe section beyond types (e.g. an unknown loss): ``[(key, message)]``. Kinds
+        extend it (``super().check_section(section) + …``)."""
+        from llmrank.checks import DTYPE_NAMES
+
+        if section.dtype not in DTYPE_NAMES:
+            return [("dtype", f"unknown dtype {section.dtype!r} (one of {', '.join(DTYPE_NAMES)})")]
         return []
 
     @classmethod

@@ -236,7 +236,7 @@ class PointwiseStudent(Student):
     def check_section(cls, section) -> list[tuple[str, str]]:
         from llmrank.losses import LOSS_NAMES
 
-        problems = []
+        problems = super().check_section(section)
         if section.loss not in LOSS_NAMES:
             import difflib
 

@@ -390,11 +390,12 @@ class ReasoningStudent(Student):
 
     @classmethod
     def check_section(cls, section) -> list[tuple[str, str]]:
+        problems = super().check_section(section)
         try:
             _yes_no_prompt(section.prompt)
         except LlmrankError as e:
-            return [("prompt", str(e))]
-        return []
+            problems.append(("prompt", str(e)))
+        return problems
 
     @classmethod
     def build_examples(cls, data, teacher_records: dict, cfg, seed: int = 0) -> list[dict]:
