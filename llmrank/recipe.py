@@ -22,6 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmrank.assets import asset_dir
 from llmrank.errors import LlmrankError
 
 
@@ -132,8 +133,9 @@ class Recipe(Section):
 TeacherConfig.model_rebuild()
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SUITES_DIR = Path(__file__).resolve().parents[1] / "eval"
-"""Where ``eval.suite: <name>`` is looked up (``eval/<name>.yaml`` at the top of the repository)."""
+SUITES_DIR = asset_dir("suites")
+"""Where ``eval.suite: <name>`` is looked up: the suites shipped in the package (``llmrank/assets/suites``,
+linked from ``eval/<name>.yaml`` at the top of the repository)."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -517,7 +519,8 @@ def load_suite(suite: str, base: Path | None = None) -> tuple[Path, list[EvalDat
     else:
         raise LlmrankError(f"{path}: eval suite has no variant '{variant}'"
                            f" (variants: {', '.join(parsed.variants) or 'none'})")
-    bases = [path.parent, SUITES_DIR.parent] if path.parent == SUITES_DIR else [path.parent]
+    # a shipped suite's relative paths (../shared/data) are read from the repository root of a checkout
+    bases = [path.parent, Path(__file__).resolve().parents[1]] if path.parent == SUITES_DIR else [path.parent]
     for d in entries:
         d.dataset = _fix_path(d.dataset, bases)
     return path, entries
