@@ -111,6 +111,31 @@ class ExportSection(Section):
     dtype: str = Field("bfloat16", description="dtype of the exported weights")
 
 
+class CompareSection(Section):
+    """``llmrank compare RECIPE.yaml``: every (model, method, prompt) cell, plus ``cells``, on one dataset."""
+
+    dataset: str | None = Field(None, description="dataset to compare on (default: the data section's dataset)")
+    split: str = Field("test", description="split (BEIR qrels split, or BRIGHT task)")
+    queries: int | None = Field(None, ge=1, description="first N queries only")
+    top_k: int = Field(20, ge=1, description="candidates reranked per query")
+    first_stage_k: int = Field(100, ge=1, description="BM25 depth when the dataset has no candidates")
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m"], description="models (alias, path or hub id)")
+    methods: list[str] = Field(default_factory=lambda: ["pointwise"], description="ranking methods")
+    prompts: list[str] = Field(default_factory=list, description="prompt names or YAML paths; each method runs "
+                                                                 "with those that declare it (else its default)")
+    backend: str = Field("hf", description="hf | vllm | openai | http://… base URL, for the models above")
+    backend_options: dict[str, Any] = Field(default_factory=lambda: {"dtype": "bfloat16"},
+                                            description="backend options (dtype, batch_size, …)")
+    cells: list[TeacherConfig] = Field(default_factory=list, description="more cells, each a teacher section "
+                                       "(method, model, backend, prompt, options), e.g. a served student")
+    baseline: str | None = Field(None, description="row the others are tested against (default: the first cell)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the markers (Holm-corrected)")
+    attack: list[Literal["plain", "format", "hidden"]] = Field(
+        default_factory=list, description="prompt-injection variants to run (empty: no attack)")
+    resamples: int = Field(10000, ge=100, description="randomization-test resamples (exact up to 16 queries)")
+    rel_threshold: int = Field(1, ge=1, description="grade counted relevant by MRR and recall (TREC DL: 2)")
+
+
 class Recipe(Section):
     name: str = Field(description="run name: outputs go to runs/<name>/")
     seed: int = Field(0, description="random seed")
@@ -120,6 +145,7 @@ class Recipe(Section):
     refine: RefineSection | None = None
     eval: EvalSection | None = None
     export: ExportSection | None = None
+    compare: CompareSection | None = None
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named sections (a stage's manifest compares it to decide a re-run)."""
