@@ -80,7 +80,7 @@ def test_significance_bad_input():
 
 # -- a tiny dataset -------------------------------------------------------------------------------------
 
-TOPICS = ["aspirin", "malaria", "coffee", "statins", "vitamin", "insulin"]
+TOPICS = ["aspirin", "malaria", "coffee", "statins"]
 
 
 def tiny_data() -> RankingData:
@@ -89,7 +89,7 @@ def tiny_data() -> RankingData:
         ids = []
         for j in range(5):
             did = f"d{i}_{j}"
-            text = f"all about {t}: what {t} does and why." if j == 0 else f"notes on {TOPICS[(i + j) % 6]} and other things"
+            text = f"all about {t}: what {t} does and why." if j == 0 else f"notes on {TOPICS[(i + j) % 4]} and other things"
             docs[did] = Doc(did, text)
             ids.append(did)
         queries[f"q{i}"] = Query(f"q{i}", f"what about {t}")
@@ -281,13 +281,13 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def compared(tiny_model_dir, tmp_path_factory):
-    """One comparison of two prompts × two methods on the tiny model, with the attack; run once."""
+    """One comparison of two prompts on two methods (3 cells) on the tiny model, with the attack; run once."""
     root = tmp_path_factory.mktemp("compare")
     dataset = write_tiny_candidates_json(root / "tiny" / "cands.json")
     out = root / "cmp"
     argv = ["compare", str(dataset), "--model", str(tiny_model_dir), "--prompts", "yes_no", "prompts/graded.yaml",
             "qlm", "--methods", "pointwise", "qlm", "--top-k", "5", "--dtype", "float32", "--attack", "injection",
-            "--attack-variants", "plain", "hidden", "-o", str(out)]
+            "--attack-variants", "hidden", "-o", str(out)]
     code, stdout, stderr = _cli(argv)
     assert code == 0, stderr
     return {"argv": argv, "out": out, "stdout": stdout, "stderr": stderr, "dataset": dataset}
@@ -298,7 +298,7 @@ def test_compare_writes_table_json_and_plots(compared):
     res = json.loads((out / "compare.json").read_text())[0]
     names = [r["name"] for r in res["rows"]]
     assert set(names) == {"first_stage", "model · pointwise · yes_no", "model · pointwise · graded", "model · qlm · qlm"}
-    assert res["baseline"] == "model · pointwise · yes_no" and res["queries"] == 6
+    assert res["baseline"] == "model · pointwise · yes_no" and res["queries"] == 4
     ndcg = [r["metrics"]["ndcg@10"] for r in res["rows"]]
     assert ndcg == sorted(ndcg, reverse=True)
     from scipy import stats
@@ -313,7 +313,7 @@ def test_compare_writes_table_json_and_plots(compared):
         if np.std(np.subtract(a, b)) > 0:
             assert sig["p_t"] == pytest.approx(float(stats.ttest_rel(a, b).pvalue))
         assert sig["p_rand"] == pytest.approx(paired_randomization_test(a, b))
-        assert sig["wins"] + sig["ties"] + sig["losses"] == 6
+        assert sig["wins"] + sig["ties"] + sig["losses"] == 4
         raw.append(sig["p_rand"])
     assert [r["significance"]["p_rand_holm"] for r in others] == pytest.approx(holm(raw))
     for r in res["rows"][1:] if res["rows"][0]["cell"] is None else res["rows"]:
@@ -322,7 +322,7 @@ def test_compare_writes_table_json_and_plots(compared):
             assert r["repaired_share"] is None  # logits only: nothing generated
     inj = res["injection"]
     assert set(inj) == set(names) - {"first_stage"}
-    assert set(next(iter(inj.values()))["variants"]) == {"plain", "hidden"}
+    assert set(next(iter(inj.values()))["variants"]) == {"hidden"}
     md = (out / "compare.md").read_text()
     assert "| row | nDCG@10 | MRR@10 | R@5 |" in md and "Prompt-injection robustness" in md
     for png in ("tiny-per-query.png", "tiny-cost-quality.png", "tiny-scores.png", "tiny-win-tie-loss.png"):
@@ -358,7 +358,7 @@ def test_a_killed_cell_resumes_with_only_the_missing_queries(compared, tmp_path)
     argv = [a if a != str(compared["out"]) else str(out) for a in compared["argv"]]
     code, _, stderr = _cli(argv)
     assert code == 0, stderr
-    assert "4 query rankings computed now" in stderr
+    assert "2 query rankings computed now" in stderr
     recs = [json.loads(x) for x in cell.read_text().splitlines()]
     assert [r["qid"] for r in recs] == [json.loads(x)["qid"] for x in lines[:2]] + [
         json.loads(x)["qid"] for x in lines[2:]]
@@ -396,7 +396,7 @@ def test_recipe_compare_section(compared, tiny_model_dir, tmp_path):
           prompts: [yes_no, graded]
           top_k: 5
           backend_options: {{dtype: float32}}
-          attack: [plain]
+          attack: [hidden]
         """))
     code, stdout, stderr = _cli(["compare", str(recipe), "-o", str(out)])
     assert code == 0, stderr
