@@ -147,7 +147,10 @@ class CellRunner:
         key = _hash(cell.spec())
         if key in self._rerankers:
             return self._rerankers[key]
-        if not needs_backend(cell.method):
+        if cell.method == "served":  # a student behind `llmrank serve`: the URL is the backend
+            where = {"export_dir": cell.model} if cell.model and Path(cell.model).is_dir() else {"model": cell.model}
+            r = build_reranker("served", cell.backend, None, **where, **cell.options)
+        elif not needs_backend(cell.method):
             r = build_reranker(cell.method, None, model=cell.model, **cell.options)
         else:
             bkey = _hash([cell.backend, cell.model, cell.backend_options])
