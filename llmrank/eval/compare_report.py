@@ -4,7 +4,7 @@ table for the terminal.
 Plots (one set per dataset, ``DIR/<dataset>-*.png``):
 
 - ``per-query``: per-query nDCG@10 of each row (y) against the baseline (x), with the diagonal;
-- ``cost-quality``: seconds per query (log scale) against nDCG@10, one point per cell;
+- ``cost-quality``: seconds per query against nDCG@10, one point per cell (log axis when costs span >20×);
 - ``scores``: the distribution of the scores each cell gave (one histogram per cell);
 - ``win-tie-loss``: per row, the queries it wins, ties and loses against the baseline on nDCG@10.
 
@@ -79,6 +79,7 @@ def plots(result: dict, out: Path, stem: str) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = {r["name"]: r for r in result["rows"]}
     base = rows[result["baseline"]]
@@ -119,8 +120,14 @@ def plots(result: dict, out: Path, stem: str) -> list[str]:
             ax.annotate(r["name"], (sec, r["metrics"]["ndcg@10"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         fs = rows["first_stage"]["metrics"]["ndcg@10"]
         ax.axhline(fs, color="grey", lw=1, ls=":", label=f"first stage ({fs:.3f})")
-        ax.set_xscale("log")
-        ax.set_xlabel("seconds per query (log scale)")
+        secs = [max(r["cost"].get("seconds_per_query", 0.0), 1e-3) for r in cells]
+        if max(secs) / min(secs) > 20:  # a log axis only where the costs span orders of magnitude
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.set_xlabel("seconds per query (log scale)")
+        else:
+            ax.set_xlim(0, max(secs) * 1.25)
+            ax.set_xlabel("seconds per query")
         ax.set_ylabel("nDCG@10")
         ax.set_title(f"{result['dataset']}: cost against quality, one point per cell", fontsize=10)
         ax.legend(fontsize=7)
@@ -151,6 +158,7 @@ def plots(result: dict, out: Path, stem: str) -> list[str]:
         ax.barh(names, w, color="tab:green", label="wins")
         ax.barh(names, t, left=w, color="lightgrey", label="ties")
         ax.barh(names, lo, left=[a + b for a, b in zip(w, t)], color="tab:red", label="losses")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel(f"queries (nDCG@10 against {result['baseline']})")
         ax.set_ylabel("row")
         ax.tick_params(axis="y", labelsize=7)
