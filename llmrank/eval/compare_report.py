@@ -150,7 +150,7 @@ def plots(result: dict, out: Path, stem: str) -> list[str]:
     # win / tie / loss against the baseline
     sig = [r for r in others if r.get("significance")]
     if sig:
-        fig, ax = plt.subplots(figsize=(7, 0.6 * len(sig) + 1.5))
+        fig, ax = plt.subplots(figsize=(8, 0.6 * len(sig) + 1.5))
         names = [r["name"] for r in sig]
         w = [r["significance"]["wins"] for r in sig]
         t = [r["significance"]["ties"] for r in sig]
@@ -162,7 +162,7 @@ def plots(result: dict, out: Path, stem: str) -> list[str]:
         ax.set_xlabel(f"queries (nDCG@10 against {result['baseline']})")
         ax.set_ylabel("row")
         ax.tick_params(axis="y", labelsize=7)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_title(f"{result['dataset']}: per-query wins, ties and losses against the baseline", fontsize=10)
         fig.tight_layout()
         files.append(_save(fig, out / f"{stem}-win-tie-loss.png", plt))
