@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 
+from llmrank.assets import asset_dir
 from llmrank.errors import LlmrankError
 
 
@@ -130,6 +131,31 @@ class ExportSection(Section):
     dtype: str = Field("bfloat16", description="dtype of the exported weights")
 
 
+class CompareSection(Section):
+    """``llmrank compare RECIPE.yaml``: every (model, method, prompt) cell, plus ``cells``, on one dataset."""
+
+    dataset: str | None = Field(None, description="dataset to compare on (default: the data section's dataset)")
+    split: str = Field("test", description="split (BEIR qrels split, or BRIGHT task)")
+    queries: int | None = Field(None, ge=1, description="first N queries only")
+    top_k: int = Field(20, ge=1, description="candidates reranked per query")
+    first_stage_k: int = Field(100, ge=1, description="BM25 depth when the dataset has no candidates")
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m"], description="models (alias, path or hub id)")
+    methods: list[str] = Field(default_factory=lambda: ["pointwise"], description="ranking methods")
+    prompts: list[str] = Field(default_factory=list, description="prompt names or YAML paths; each method runs "
+                                                                 "with those that declare it (else its default)")
+    backend: str = Field("hf", description="hf | vllm | openai | http://… base URL, for the models above")
+    backend_options: dict[str, Any] = Field(default_factory=lambda: {"dtype": "bfloat16"},
+                                            description="backend options (dtype, batch_size, …)")
+    cells: list[TeacherConfig] = Field(default_factory=list, description="more cells, each a teacher section "
+                                       "(method, model, backend, prompt, options), e.g. a served student")
+    baseline: str | None = Field(None, description="row the others are tested against (default: the first cell)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the markers (Holm-corrected)")
+    attack: list[Literal["plain", "format", "hidden"]] = Field(
+        default_factory=list, description="prompt-injection variants to run (empty: no attack)")
+    resamples: int = Field(10000, ge=100, description="randomization-test resamples (exact up to 16 queries)")
+    rel_threshold: int = Field(1, ge=1, description="grade counted relevant by MRR and recall (TREC DL: 2)")
+
+
 class Recipe(Section):
     name: str = Field(description="run name: outputs go to runs/<name>/")
     seed: int = Field(0, description="random seed")
@@ -139,6 +165,7 @@ class Recipe(Section):
     refine: RefineSection | None = None
     eval: EvalSection | None = None
     export: ExportSection | None = None
+    compare: CompareSection | None = None
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named sections (a stage's manifest compares it to decide a re-run)."""
@@ -152,8 +179,9 @@ class Recipe(Section):
 TeacherConfig.model_rebuild()
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SUITES_DIR = Path(__file__).resolve().parents[1] / "eval"
-"""Where ``eval.suite: <name>`` is looked up (``eval/<name>.yaml`` at the top of the repository)."""
+SUITES_DIR = asset_dir("suites")
+"""Where ``eval.suite: <name>`` is looked up: the suites shipped in the package (``llmrank/assets/suites``,
+linked from ``eval/<name>.yaml`` at the top of the repository)."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -676,7 +704,8 @@ def load_suite(suite: str, base: Path | None = None) -> tuple[Path, list[EvalDat
     else:
         raise LlmrankError(f"{path}: eval suite has no variant '{variant}'"
                            f" (variants: {', '.join(parsed.variants) or 'none'})")
-    bases = [path.parent, SUITES_DIR.parent] if path.parent == SUITES_DIR else [path.parent]
+    # a shipped suite's relative paths (../shared/data) are read from the repository root of a checkout
+    bases = [path.parent, Path(__file__).resolve().parents[1]] if path.parent == SUITES_DIR else [path.parent]
     for d in entries:
         d.dataset = _fix_path(d.dataset, bases)
     return path, entries

@@ -90,7 +90,7 @@ def build_from_args(args, options: dict):
 
     if is_student_dir(args.model):
         kind = read_meta(args.model).get("kind", "pointwise")
-        if args.method not in ("pointwise", "reasoning", kind) or (args.method == "pointwise" and kind != "pointwise"):
+        if args.method != kind:
             raise LlmrankError(f"--model {args.model} is a {kind} student; rerank it with --method {kind} "
                                f"(not {args.method})")
         if args.prompt:

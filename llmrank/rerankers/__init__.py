@@ -10,6 +10,7 @@ from llmrank.rerankers.base import Ranking, Reranker
 # method -> (module:class, default prompt)
 RERANKERS = {
     "pointwise": ("llmrank.rerankers.pointwise:PointwiseReranker", "yes_no"),
+    "qlm": ("llmrank.rerankers.query_likelihood:QueryLikelihoodReranker", "qlm"),
     "pairwise": ("llmrank.rerankers.pairwise:PairwiseReranker", "prp"),
     "listwise": ("llmrank.rerankers.listwise:ListwiseReranker", "rankgpt"),
     "setwise": ("llmrank.rerankers.setwise:SetwiseReranker", "setwise"),
@@ -22,11 +23,15 @@ RERANKERS = {
 __all__ = ["RERANKERS", "Ranking", "Reranker", "build_reranker", "build_teacher", "needs_backend"]
 
 
-def build_reranker(method: str, backend, prompt: str | None = None, **options) -> Reranker:
+def build_reranker(method: str, backend, prompt=None, **options) -> Reranker:
     """A reranker by method name with its default prompt unless one is given."""
     if method not in RERANKERS:
         raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
     target, default_prompt = RERANKERS[method]
+    if prompt is not None and default_prompt is not None:
+        from llmrank.prompts import load_prompt
+
+        prompt = load_prompt(prompt, method=method)  # a prompt written for another method: error naming its file
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(backend, prompt or default_prompt, **options)
 
