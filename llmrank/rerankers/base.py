@@ -57,44 +57,71 @@ class Reranker(ABC):
     def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
         """``docs`` reordered best first, with scores and the cost of doing it."""
 
+    #: queries in flight in ``rerank_all`` (None: the backend's ``default_in_flight``); commands set it
+    in_flight: int | None = None
+
     def rerank_all(self, data: RankingData, candidates: Candidates, top_k: int = 20,
                    progress: bool | None = None, on_ranking=None) -> tuple[Candidates, dict[str, Ranking]]:
         """Rerank the top-``top_k`` of every query; returns the new run and each query's :class:`Ranking`.
 
         ``on_ranking(qid, ranking)`` is called as each query finishes (teacher runs write it at once).
+        A reranker written as steps (:class:`~llmrank.rerankers.scheduler.StepReranker`) runs up to
+        ``self.in_flight`` queries at a time (default: its backend's ``default_in_flight``); queries may then
+        finish out of order, the returned run and rankings are in candidate order.
         """
         from tqdm.auto import tqdm
 
-        out: dict[str, list[tuple[str, float]]] = {}
-        rankings: dict[str, Ranking] = {}
         qids = [q for q in candidates.qids() if q in data.queries]
         missing_q = [q for q in candidates.qids() if q not in data.queries]
         if missing_q:
             raise LlmrankError(f"{len(missing_q)} candidate queries have no query text in {data.source} (first: {missing_q[0]})")
-        bar = tqdm(qids, desc=f"{self.method}", unit="q", disable=not (sys.stderr.isatty() if progress is None else progress))
-        for qid in bar:
+        jobs, tails = [], {}
+        for qid in qids:  # every document checked before any model runs
             items = candidates[qid]
-            head, tail = items[:top_k], items[top_k:]
+            head, tails[qid] = items[:top_k], items[top_k:]
             docs = []
             for docid, _ in head:
                 if docid not in data.docs:
                     raise LlmrankError(f"query {qid}: candidate document '{docid}' has no text in {data.source}")
                 docs.append(data.docs[docid])
+            jobs.append((qid, data.queries[qid], docs))
+        bar = tqdm(total=len(qids), desc=f"{self.method}", unit="q",
+                   disable=not (sys.stderr.isatty() if progress is None else progress))
+        rankings: dict[str, Ranking] = {}
+
+        def done(qid: str, ranking: Ranking) -> None:
+            rankings[qid] = ranking
+            bar.update(1)
+            if on_ranking is not None:
+                on_ranking(qid, ranking)
+
+        for qid, _, docs in jobs:
             if not docs:
                 log.warning("query %s has an empty candidate list; it is kept empty", qid)
-                ranking = Ranking([], [])
-            else:
+                done(qid, Ranking([], []))
+        jobs = [j for j in jobs if j[2]]
+        backend = getattr(self, "backend", None)
+        n = self.in_flight or getattr(backend, "default_in_flight", 1) or 1
+        if hasattr(self, "steps") and backend is not None and n > 1 and len(jobs) > 1:
+            from llmrank.rerankers.scheduler import run_in_flight
+
+            run_in_flight(self, jobs, n, done)
+        else:
+            for qid, query, docs in jobs:
                 t0 = time.perf_counter()
-                ranking = self.rerank(data.queries[qid], docs)
+                ranking = self.rerank(query, docs)
                 ranking.cost["seconds"] = ranking.cost.get("seconds", 0.0) or (time.perf_counter() - t0)
-            rankings[qid] = ranking
+                done(qid, ranking)
+        bar.close()
+        out: dict[str, list[tuple[str, float]]] = {}
+        ordered: dict[str, Ranking] = {}
+        for qid in qids:
+            ranking = ordered[qid] = rankings[qid]
             # the tail stays in first-stage order, below every reranked document
             floor = min(ranking.scores, default=0.0)
             out[qid] = list(zip(ranking.docids, ranking.scores)) + [
-                (d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
-            if on_ranking is not None:
-                on_ranking(qid, ranking)
-        return Candidates(out), rankings
+                (d, floor - 1.0 - i) for i, (d, _) in enumerate(tails[qid])]
+        return Candidates(out), ordered
 
 
 def total_cost(rankings: dict[str, Ranking]) -> dict[str, float]:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from llmrank.backends.base import Backend, GenerationParams
+from llmrank.backends.base import Backend, GenerateRequest, GenerationParams
 from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
+from llmrank.rerankers.base import Ranking, ranking_from_scores
+from llmrank.rerankers.scheduler import StepReranker
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS, truncate_document
 
 _SEP = r"[\s:=*_`\"'“”‘’()\[\]<>#|\-–—]*"
@@ -95,7 +96,7 @@ def parse_verdict(text: str, graded: bool | None = None, max_grade: int = 3) -> 
     return parse_rationale(text, graded, max_grade)[1]
 
 
-class RationaleReranker(Reranker):
+class RationaleReranker(StepReranker):
     """Generates an explanation and a verdict for each (query, document) and ranks by verdict."""
 
     method = "rationale"
@@ -134,10 +135,10 @@ class RationaleReranker(Reranker):
                  for d in documents]
         return [p for p, _ in built], sum(t for _, t in built)
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One request: a judgement of every document."""
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
-        gens = self.backend.generate(prompts, self.params)
+        gens = yield GenerateRequest(prompts, self.params)
         scores, rationales, verdicts, failures = [], {}, {}, 0
         for doc, gen in zip(docs, gens):
             explanation, verdict = parse_rationale(gen.text, self.graded, self.max_grade)
@@ -146,8 +147,6 @@ class RationaleReranker(Reranker):
             scores.append(self.fallback if verdict is None else verdict)
             rationales[doc.docid] = explanation
             verdicts[doc.docid] = verdict
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
         cost = Counter({k: v for k, v in cost.items() if v})
         cost["parse_failures"] = failures
         cost["truncated_docs"] = truncated
