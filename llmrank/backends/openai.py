@@ -55,6 +55,8 @@ class OpenAIBackend(Backend):
         self.logprobs, self.concurrency = logprobs, concurrency
         self.max_retries, self.backoff = max_retries, backoff
         self.chunk = chunk
+        # queries in flight: enough requests to keep every connection busy (the limit applies to the pool)
+        self.default_in_flight = max(8, 4 * concurrency)
         self.token_ids_supported: bool | None = None  # vLLM's logprob_token_ids: unknown until tried
 
     # -- HTTP --------------------------------------------------------------------------------------------
