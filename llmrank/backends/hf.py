@@ -23,14 +23,13 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: str | None = None) -> torch.dtype:
+    """A torch dtype; ``auto`` is bf16 where the GPU or CPU computes it natively (:mod:`llmrank.backends.dtype`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype '{dtype}' (one of auto, {', '.join(DTYPES)})")
-    return DTYPES[dtype]
+    from llmrank.backends.dtype import resolve
+
+    return DTYPES[resolve(dtype, device)[0]]
 
 
 def unwrap(model):
@@ -87,11 +86,21 @@ class HFBackend(Backend):
 
         path = resolve_model(model) if model_obj is None else model
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = resolve_dtype(dtype)
+        from llmrank.backends.dtype import resolve
+
+        if isinstance(dtype, torch.dtype):
+            self.dtype, self.dtype_reason = dtype, None
+        else:
+            name, self.dtype_reason = resolve(dtype, self.device.type)
+            self.dtype = DTYPES[name]
+        if self.dtype_reason:
+            log.info("dtype auto -> %s (%s)", str(self.dtype).removeprefix("torch."), self.dtype_reason)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.lm = model_obj if model_obj is not None else AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        if model_obj is not None:  # a model built by the caller keeps its own dtype
+            self.dtype = next(model_obj.parameters()).dtype
         self.lm.to(self.device).eval()
         # small batches win on CPU (measured: bf16 SmolLM2, batch 4 + prefix reuse 6.7 pairs/s vs 5.0 at 16)
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)

@@ -68,6 +68,7 @@ def _env_defaults(values: dict):
 
 class VLLMBackend(Backend):
     name = "vllm"
+    dtype_reason: str | None = None
     # the engine batches continuously: the more prompts a wave holds, the fuller its batches
     default_in_flight = 256
 
@@ -81,7 +82,12 @@ class VLLMBackend(Backend):
 
         self.path = resolve_model(model)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.path)
+        if dtype == "auto":  # bf16 where the hardware computes it natively (vLLM's own "auto" follows the checkpoint)
+            from llmrank.backends.dtype import auto_dtype
+
+            dtype, self.dtype_reason = auto_dtype("cpu" if cpu else "cuda")
         dtype = _DTYPES.get(dtype, dtype)
+        self.dtype = dtype
         kwargs = dict(model=self.path, tokenizer=self.path, dtype=dtype, seed=seed,
                       enforce_eager=cpu if enforce_eager is None else enforce_eager)
         if max_model_len:

@@ -4,7 +4,7 @@ import json
 import sys
 
 from llmrank.backends import make_backend
-from llmrank.commands.rerank import add_data_arguments, add_model_arguments, backend_options
+from llmrank.commands.rerank import add_data_arguments, add_model_arguments, backend_options, configure
 from llmrank.data import load_dataset
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
@@ -104,6 +104,7 @@ def run(args) -> int:
         reranker = _build(method, backend, args.prompt, options)
     else:
         reranker = _build(method, None, args.prompt, {"model": args.model or args.dense_model, **options})
+    configure(reranker, args)
     if args.rationales and not getattr(reranker, "has_rationales", False):
         raise LlmrankError(f"--rationales: method '{method}' writes no explanations; use --method rationale")
     try:

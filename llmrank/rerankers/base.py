@@ -99,19 +99,7 @@ class Reranker(ABC):
             if not docs:
                 log.warning("query %s has an empty candidate list; it is kept empty", qid)
                 done(qid, Ranking([], []))
-        jobs = [j for j in jobs if j[2]]
-        backend = getattr(self, "backend", None)
-        n = self.in_flight or getattr(backend, "default_in_flight", 1) or 1
-        if hasattr(self, "steps") and backend is not None and n > 1 and len(jobs) > 1:
-            from llmrank.rerankers.scheduler import run_in_flight
-
-            run_in_flight(self, jobs, n, done)
-        else:
-            for qid, query, docs in jobs:
-                t0 = time.perf_counter()
-                ranking = self.rerank(query, docs)
-                ranking.cost["seconds"] = ranking.cost.get("seconds", 0.0) or (time.perf_counter() - t0)
-                done(qid, ranking)
+        self._rank_jobs([j for j in jobs if j[2]], done)
         bar.close()
         out: dict[str, list[tuple[str, float]]] = {}
         ordered: dict[str, Ranking] = {}
@@ -122,6 +110,14 @@ class Reranker(ABC):
             out[qid] = list(zip(ranking.docids, ranking.scores)) + [
                 (d, floor - 1.0 - i) for i, (d, _) in enumerate(tails[qid])]
         return Candidates(out), ordered
+
+    def _rank_jobs(self, jobs: list[tuple[str, Query, list[Doc]]], done) -> None:
+        """Rank each ``(qid, query, docs)``, calling ``done(qid, ranking)``: one query at a time here."""
+        for qid, query, docs in jobs:
+            t0 = time.perf_counter()
+            ranking = self.rerank(query, docs)
+            ranking.cost["seconds"] = ranking.cost.get("seconds", 0.0) or (time.perf_counter() - t0)
+            done(qid, ranking)
 
 
 def total_cost(rankings: dict[str, Ranking]) -> dict[str, float]:

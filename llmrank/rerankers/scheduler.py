@@ -45,6 +45,13 @@ class StepReranker(Reranker):
     def rerank(self, query, docs) -> Ranking:
         return drive(self, query, docs)
 
+    def _rank_jobs(self, jobs, done) -> None:
+        n = self.in_flight or getattr(self.backend, "default_in_flight", 1) or 1
+        if n > 1 and len(jobs) > 1:
+            run_in_flight(self, jobs, n, done)
+        else:
+            super()._rank_jobs(jobs, done)
+
 
 def _send(gen: Steps, answer):
     if isinstance(answer, BaseException):
