@@ -171,6 +171,7 @@ class HFBackend(Backend):
         ``seconds`` shared by the tokens each group computed.
         """
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         lm = unwrap(self.lm)
         width = len(token_ids) if token_ids is not None else lm.get_output_embeddings().weight.shape[0]
@@ -204,20 +205,26 @@ class HFBackend(Backend):
             P = max(ps)
             cache = past_mask = position_ids = None
             if P:
+                first = next(gi for gi, _ in brows if prefix_kv[gi] is not None)
+                same = all(gi == first for gi, _ in brows)
                 layers = []
-                for li in range(len(next(kv for kv in prefix_kv if kv is not None))):
-                    ks, vs = [], []
-                    for (gi, _), p in zip(brows, ps):
-                        if p:
-                            k, v = prefix_kv[gi][li]
-                        else:
-                            k = v = None
-                        ref = next(prefix_kv[g][li][0] for g, _ in brows if prefix_kv[g] is not None)
-                        pad = ref.new_zeros(ref.shape[:2] + (P - p,) + ref.shape[3:])
-                        ks.append(torch.cat([pad, k], dim=2) if p else pad)
-                        vs.append(torch.cat([pad, v], dim=2) if p else pad)
-                    layers.append((torch.cat(ks), torch.cat(vs)))
-                cache = DynamicCache(ddp_cache_data=layers)
+                for li, (k0, v0) in enumerate(prefix_kv[first]):
+                    if same:  # one request's rows: a view of its prefix, no copy (the cache update copies once)
+                        layers.append((k0.expand(len(brows), -1, -1, -1), v0.expand(len(brows), -1, -1, -1)))
+                        continue
+                    ks = k0.new_zeros((len(brows), k0.shape[1], P, k0.shape[3]))
+                    vs = v0.new_zeros((len(brows), v0.shape[1], P, v0.shape[3]))
+                    for r, ((gi, _), p) in enumerate(zip(brows, ps)):
+                        if p:  # left-padded: the prefix ends where the row's suffix starts
+                            ks[r, :, P - p:] = prefix_kv[gi][li][0][0]
+                            vs[r, :, P - p:] = prefix_kv[gi][li][1][0]
+                    layers.append((ks, vs))
+                cache = DynamicCache()
+                for k, v in layers:  # filled directly: DynamicCache(ddp_cache_data=…) would copy every layer once more
+                    layer = DynamicLayer()
+                    layer.lazy_initialization(k, v)
+                    layer.keys, layer.values = k, v
+                    cache.layers.append(layer)
                 if min(ps) < P:
                     past_mask = torch.zeros((len(brows), P), dtype=torch.long, device=self.device)
                     for r, p in enumerate(ps):
