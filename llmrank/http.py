@@ -53,15 +53,18 @@ def _reason(e: Exception) -> str:
     return "connection refused" if "refused" in text.lower() else text
 
 
-def send(client, method: str, url: str, policy: RetryPolicy, json: dict | None = None, stats: Counter | None = None,
+def send(client, method: str, url, policy: RetryPolicy, json: dict | None = None, stats: Counter | None = None,
          refused_hint: str = "", sleep=time.sleep):
     """``client.request(method, url, json=json)`` under ``policy``; returns the last ``httpx.Response``
     (a success, or an error status that is not retried or ran out of retries). ``stats['retries']`` counts
-    the retries. A request with no answer at all is an :class:`LlmrankError`."""
+    the retries. A request with no answer at all is an :class:`LlmrankError`. ``url`` may be a function of
+    the attempt number (a pool of servers: each retry goes to the next one)."""
     import httpx
 
+    url_at = url if callable(url) else (lambda attempt: url)
     for attempt in range(policy.max_retries + 1):
         last = attempt == policy.max_retries
+        url = url_at(attempt)
         try:
             r = client.request(method, url, json=json)
         except httpx.ConnectError as e:

@@ -9,12 +9,15 @@ Label log-probabilities: from a vLLM server, exactly, through its ``logprob_toke
 full-vocabulary log-softmax at the label token ids); from any other server, from the top-``logprobs``
 alternatives of the first generated token, where a label outside them is ``-inf`` and counted in
 ``stats['labels_missing']`` (never an error). Requests run with a
-concurrency limit and retried by llmrank's one policy (:mod:`llmrank.http`: backoff on 429, 5xx and timeouts). The API key is read
+concurrency limit and are retried by llmrank's one policy (:mod:`llmrank.http`: backoff on 429, 5xx and timeouts). ``base_url`` may name
+several servers of one model (a list, or comma-separated): requests are spread round-robin over them, a
+retry goes to the next one, and ``concurrency`` bounds the requests open over the whole pool. The API key is read
 from the environment only (``OPENAI_API_KEY``, or the variable named by ``api_key_env``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -39,11 +42,15 @@ class OpenAIBackend(Backend):
         super().__init__(model)
         import httpx
 
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
-        if not self.base_url:
+        urls = base_url or os.environ.get("OPENAI_BASE_URL") or ""
+        urls = [u.strip().rstrip("/") for u in (urls.split(",") if isinstance(urls, str) else urls) if u and u.strip()]
+        if not urls:
             raise LlmrankError("the openai backend needs --base-url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
+        # several servers of one model (comma-separated): requests go round-robin, ``concurrency`` is the limit
+        # over the whole pool, and a request that fails on one server is retried on the next
+        self.base_urls = [u if u.endswith("/v1") else u + "/v1" for u in urls]
+        self.base_url = self.base_urls[0]
+        self._next_url = itertools.count()
         key = os.environ.get(api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(headers=headers, timeout=timeout)
@@ -54,13 +61,20 @@ class OpenAIBackend(Backend):
         self.max_retries, self.backoff = max_retries, backoff
         self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff)
         self.chunk = chunk
+        # queries in flight: enough requests to keep every connection busy (the limit applies to the pool)
+        self.default_in_flight = max(8, 4 * concurrency)
         self.token_ids_supported: bool | None = None  # vLLM's logprob_token_ids: unknown until tried
 
     # -- HTTP --------------------------------------------------------------------------------------------
     def _post(self, path: str, body: dict) -> dict:
-        url = f"{self.base_url}{path}"
-        r = send(self.client, "POST", url, self.retry, json=body, stats=self.stats,
+        start = next(self._next_url)  # round-robin over the pool; a retry goes to the next server
+
+        def url_at(attempt: int) -> str:
+            return f"{self.base_urls[(start + attempt) % len(self.base_urls)]}{path}"
+
+        r = send(self.client, "POST", url_at, self.retry, json=body, stats=self.stats,
                  refused_hint="is the server running? (--base-url)")
+        url = str(r.request.url)
         if r.status_code == 200:
             try:
                 return r.json()

@@ -22,8 +22,15 @@ def add_model_arguments(p) -> None:
     p.add_argument("--model", default="smollm2-135m", help="alias (smollm2-135m, gemma3-270m), local path or hub id")
     p.add_argument("--backend", default="hf", help="hf | vllm | openai, or an http:// base URL of an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="server URL for --backend openai")
-    p.add_argument("--dtype", type=dtype_name, default="float32", help="hf/vllm weights dtype: float32 | bfloat16 | auto")
+    p.add_argument("--dtype", type=dtype_name, default="auto",
+                   help="hf/vllm weights dtype: auto (bfloat16 where the GPU or CPU computes it natively — avx512_bf16 "
+                        "or AMX — else float32) | float32 | bfloat16")
     p.add_argument("--batch-size", type=positive_int, default=None, help="prompts per forward pass (hf; default 4 on CPU, 16 on GPU)")
+    p.add_argument("--in-flight", type=positive_int, default=None,
+                   help="queries ranked at once, their prompts sent to the backend together (default: sized for "
+                        "the backend: hf 8 on CPU / 64 on GPU, vllm 256, openai 4 x --concurrency)")
+    p.add_argument("--concurrency", type=positive_int, default=None,
+                   help="openai backend: requests open at once over ALL its base URLs (default 8)")
 
 
 def add_data_arguments(p) -> None:
@@ -44,7 +51,24 @@ def backend_options(args) -> dict:
         opts["batch_size"] = args.batch_size
     if args.base_url:
         opts["base_url"] = args.base_url
+    if getattr(args, "concurrency", None) and (backend == "openai" or backend.startswith("http")):
+        opts["concurrency"] = args.concurrency
     return opts
+
+
+def configure(reranker, args):
+    """Apply the run options every model command shares (queries in flight) and say what ``auto`` chose."""
+    if getattr(args, "in_flight", None) is not None:
+        if args.in_flight < 1:
+            from llmrank.errors import LlmrankError
+
+            raise LlmrankError(f"--in-flight must be at least 1, got {args.in_flight}")
+        reranker.in_flight = args.in_flight
+    backend = getattr(reranker, "backend", None)
+    reason = getattr(backend, "dtype_reason", None)
+    if reason:
+        print(f"dtype auto: {str(backend.dtype).removeprefix('torch.')} ({reason})", file=sys.stderr)
+    return reranker
 
 
 def add_arguments(p) -> None:
@@ -126,6 +150,7 @@ def run(args) -> int:
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = ensure_candidates(data, args.first_stage_k, show_progress=sys.stderr.isatty()).subset(data.queries)
     reranker = build_from_args(args, options)
+    configure(reranker, args)
     run_, rankings = reranker.rerank_all(data, first, args.top_k)
     if args.output.endswith(".json"):
         from llmrank.data.trec import write_candidates_json

@@ -10,6 +10,7 @@ from llmrank.commands.rerank import (
     add_model_arguments,
     backend_options,
     check_model_args,
+    configure,
     parse_options,
 )
 from llmrank.data import load_dataset
@@ -69,6 +70,52 @@ def first_stage(data, kind: str, k: int, dense_model: str):
     return data.candidates
 
 
+def _world_size() -> int:
+    """Processes started by ``accelerate launch`` (or torchrun) for this command, across all machines."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _run_sharded(reranker, data, first, args) -> dict | None:
+    """Under ``accelerate launch``: process i of n teaches every n-th query not yet in ``--output`` into
+    ``OUTPUT.part<i>.jsonl`` (resumable like the file itself); then the main process appends the parts'
+    records to ``--output`` in query order and removes the parts. Workers return None."""
+    from pathlib import Path
+
+    import torch
+    from accelerate import PartialState
+
+    from llmrank.teacher import TeacherRun
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    out = Path(args.output)
+    done = set(read_teacher_run(out)) if out.is_file() else set()
+    todo = [q for q in first.qids() if q not in done]
+    part = out.with_name(f"{out.name}.part{state.process_index}.jsonl")
+    stats = run_teacher(reranker, data, first.subset(todo[state.process_index::state.num_processes]), args.top_k, part,
+                        progress=state.is_main_process and None, require_rationales=args.rationales)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    parts = [out.with_name(f"{out.name}.part{i}.jsonl") for i in range(state.num_processes)]
+    records: dict = {}
+    for f in parts:
+        if f.is_file():
+            records.update(read_teacher_run(f))
+    with TeacherRun(out) as run:
+        for qid in todo:
+            if qid in records:
+                run.append(records[qid])
+        n_queries = len(first.qids())
+    for f in parts:
+        f.unlink(missing_ok=True)
+    stats.update(queries=n_queries, done=len([q for q in todo if q in records]), skipped=len(done),
+                 path=str(out), processes=state.num_processes)
+    print(f"{state.num_processes} processes taught {stats['done']} queries into {out}", file=sys.stderr)
+    return stats
+
+
 def _cost_line(cost: dict) -> str:
     parts = [f"{cost.get('calls', 0):.1f} calls", f"{cost.get('prompt_tokens', 0):,.0f} prompt tokens",
              f"{cost.get('completion_tokens', 0):,.0f} completion tokens", f"{cost.get('seconds', 0):.2f} s"]
@@ -103,13 +150,19 @@ def run(args) -> int:
         reranker = _build(method, backend, args.prompt, options)
     else:
         reranker = _build(method, None, args.prompt, {"model": args.model or args.dense_model, **options})
+    configure(reranker, args)
     if args.rationales and not getattr(reranker, "has_rationales", False):
         raise LlmrankError(f"--rationales: method '{method}' writes no explanations; use --method rationale")
     try:
-        stats = run_teacher(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
+        if _world_size() > 1:
+            stats = _run_sharded(reranker, data, first, args)
+        else:
+            stats = run_teacher(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
     finally:
         if backend is not None:
             backend.close()
+    if stats is None:  # a worker process of a sharded run: the main process reports
+        return 0
     print(f"{args.output}: {stats['queries']} queries, {stats['done']} done now, {stats['skipped']} skipped "
           f"(already in the file), top-{args.top_k} ranked by {method}", file=sys.stderr)
     if stats["repaired_bytes"]:

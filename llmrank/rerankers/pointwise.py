@@ -12,11 +12,12 @@ from collections import Counter
 
 import numpy as np
 
-from llmrank.backends.base import Backend
+from llmrank.backends.base import Backend, ScoreRequest, two_way
 from llmrank.data.types import Doc, Query
 from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
+from llmrank.rerankers.base import Ranking, ranking_from_scores
+from llmrank.rerankers.scheduler import StepReranker
 
 DEFAULT_MAX_DOC_TOKENS = 384
 
@@ -38,7 +39,7 @@ def build_pointwise_prompt(prompt: PromptTemplate, tokenizer, query: str, docume
     return render_chat(tokenizer, prompt.messages(query=query, document=document)), truncated
 
 
-class PointwiseReranker(Reranker):
+class PointwiseReranker(StepReranker):
     """Scores every document independently; ``variants=False`` reads exactly one token per answer
     (the way a vLLM ``from_2_way_softmax`` export reads it: use it for students)."""
 
@@ -110,21 +111,20 @@ class PointwiseReranker(Reranker):
         return self._score_prompts(prompts)
 
     def _score_prompts(self, prompts: list[str]) -> np.ndarray:
-        lp = self.backend.label_logprobs(prompts, self.labels, variants=self.variants)
-        if not self.graded:
-            from llmrank.backends.base import two_way
+        return self._scores(self.backend.label_logprobs(prompts, self.labels, variants=self.variants))
 
+    def _scores(self, lp: np.ndarray) -> np.ndarray:
+        if not self.graded:
             return two_way(lp[:, 0], lp[:, 1])
         lp = np.where(np.isfinite(lp), lp, -1e9)
         p = np.exp(lp - lp.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         return p @ self.grades
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One request: every document of the query."""
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
-        scores = self._score_prompts(prompts)
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
+        scores = self._scores((yield ScoreRequest(prompts, self.labels, self.variants)))
+        cost = Counter(cost)
         cost["truncated_docs"] = truncated
         return ranking_from_scores(docs, scores, cost=+cost if any(v > 0 for v in cost.values()) else cost)

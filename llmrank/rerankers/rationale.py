@@ -26,11 +26,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from llmrank.backends.base import Backend, GenerationParams
+from llmrank.backends.base import Backend, GenerateRequest, GenerationParams
 from llmrank.data.types import Doc, Query
 from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
+from llmrank.rerankers.base import Ranking, ranking_from_scores
+from llmrank.rerankers.scheduler import StepReranker
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS, truncate_document
 
 _SEP = r"[\s:=*_`\"'“”‘’()\[\]<>#|\-–—]*"
@@ -132,7 +133,7 @@ def parse_verdict(text: str, graded: bool | None = None, max_grade: int = 3) -> 
     return parse_rationale(text, graded, max_grade)[1]
 
 
-class RationaleReranker(Reranker):
+class RationaleReranker(StepReranker):
     """Generates an explanation and a verdict for each (query, document) and ranks by verdict."""
 
     method = "rationale"
@@ -203,17 +204,17 @@ class RationaleReranker(Reranker):
                  for i, d in enumerate(documents)]
         return [p for p, _ in built], sum(t for _, t in built)
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One request: a judgement of every document (with rationalize: an explanation of its judged label)."""
         labels = None
         if self.rationalize:
             if query.qid not in self.qrels:
-                    raise LlmrankError(f"rationalize: query '{query.qid}' has no judgements in the qrels, so there is "
+                raise LlmrankError(f"rationalize: query '{query.qid}' has no judgements in the qrels, so there is "
                                    "no label to explain; teach only judged queries")
             labels = [self.label_of(query.qid, d.docid) for d in docs]
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs],
                                               None if labels is None else [self._label_word(v) for v in labels])
-        gens = self.backend.generate(prompts, self.params)
+        gens = yield GenerateRequest(prompts, self.params)
         scores, rationales, verdicts, failures, mismatch = [], {}, {}, 0, 0
         for i, (doc, gen) in enumerate(zip(docs, gens)):
             explanation, verdict = parse_rationale(gen.text, self.graded, self.max_grade)
@@ -225,8 +226,6 @@ class RationaleReranker(Reranker):
             scores.append(self.fallback if verdict is None else verdict)
             rationales[doc.docid] = explanation
             verdicts[doc.docid] = verdict
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
         cost = Counter({k: v for k, v in cost.items() if v})
         cost["parse_failures"] = failures
         cost["truncated_docs"] = truncated

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrank.backends.base import Backend, two_way
+from llmrank.backends.base import Backend, GenerateRequest, ScoreRequest, two_way
 from llmrank.data.types import Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
@@ -490,22 +490,22 @@ class ReasoningStudentReranker(RationaleReranker):
     def cache_key(self) -> dict:
         return {**super().cache_key, "method": self.method, "scoring": "verdict_logits"}
 
-    def _verdict_probs(self, prompts: list[str]) -> np.ndarray | None:
-        try:
-            lp = self.backend.label_logprobs(prompts, self.labels, variants=True)
-        except NotImplementedError:
-            return None
+    def _verdict_probs(self, lp) -> np.ndarray:
         seen = np.isfinite(lp).any(axis=1)
         probs = two_way(lp[:, 0], lp[:, 1])
         return np.where(seen, probs, np.nan)
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """Two requests: the explanations and verdicts, then the verdict token's distribution after each."""
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
-        gens = self.backend.generate(prompts, self.params)
+        gens = yield GenerateRequest(prompts, self.params)
         texts = [g.text for g in gens]
         heads = [verdict_prefix(t) for t in texts]
-        probs = self._verdict_probs([p + h for p, (h, _) in zip(prompts, heads)])
+        try:  # a backend that only generates answers NotImplementedError: the parsed verdict is the score
+            probs = self._verdict_probs((yield ScoreRequest([p + h for p, (h, _) in zip(prompts, heads)],
+                                                            self.labels, variants=True)))
+        except NotImplementedError:
+            probs = None
         scores, rationales, verdicts, p_yes = [], {}, {}, {}
         failures = forced = fallbacks = 0
         for i, (doc, text) in enumerate(zip(docs, texts)):
@@ -522,8 +522,6 @@ class ReasoningStudentReranker(RationaleReranker):
             rationales[doc.docid] = explanation
             verdicts[doc.docid] = parsed
             p_yes[doc.docid] = p
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
         cost = Counter({k: v for k, v in cost.items() if v})
         cost["parse_failures"] = failures
         cost["forced_verdicts"] = forced
