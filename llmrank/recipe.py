@@ -67,16 +67,44 @@ class DistillSection(Section):
     @field_validator("lora")
     @classmethod
     def _lora_keys(cls, v):
-        bad = set(v) - {"r", "alpha", "dropout", "target_modules"}
-        if bad:
-            raise ValueError(f"unknown LoRA key(s) {sorted(bad)} (expected r, alpha, dropout, target_modules)")
+        return _check_lora(v)
+
+
+def _check_lora(v: dict) -> dict:
+    bad = set(v) - {"r", "alpha", "dropout", "target_modules"}
+    if bad:
+        raise ValueError(f"unknown LoRA key(s) {sorted(bad)} (expected r, alpha, dropout, target_modules)")
+    return v
+
+
+class RewardSpec(Section):
+    name: str = Field(description="reward name (llmrank.training.rewards: format, relevance, setwise, listwise_ndcg, length)")
+    weight: float = Field(1.0, description="its weight in the summed reward (trl's reward_weights)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the reward's keyword options")
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, v):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
         return v
 
 
 class RefineSection(Section):
     method: Literal["grpo", "dpo"] = Field(description="grpo (ranking rewards) or dpo (ranking preferences)")
-    options: dict[str, Any] = Field(default_factory=dict, description="trainer options")
-    training: dict[str, Any] = Field(default_factory=dict, description="passed to trl's config")
+    rewards: list[RewardSpec] = Field(default_factory=list, description="grpo: the rewards and their weights "
+                                      "(default: format 0.2 + relevance 1.0)")
+    options: dict[str, Any] = Field(default_factory=dict, description="how prompts/pairs are built: grpo: per_query, "
+                                    "queries, top_m; dpo: pairs_per_query, top_m, queries (pointwise), samples, "
+                                    "temperature, max_new_tokens, per_query (reasoning)")
+    lora: dict[str, Any] = Field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05},
+                                 description="the refinement's new LoRA adapter: r, alpha, dropout, target_modules")
+    training: dict[str, Any] = Field(default_factory=dict, description="trl.GRPOConfig (grpo) or trl.DPOConfig (dpo) fields")
+
+    @field_validator("lora")
+    @classmethod
+    def _lora_keys(cls, v):
+        return _check_lora(v)
 
 
 class EvalDataset(Section):
@@ -101,8 +129,9 @@ class EvalSection(Section):
                                                 "YAML path; ':variant' picks one of its variants (bright:reasoning)")
     metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@20", "mrr@10"], description="metric names")
     top_k: int = Field(20, ge=1, description="rerank depth")
-    baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student"],
-                                 description="rows of the report table")
+    baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student",
+                                                          "student_refined"],
+                                 description="rows of the report table (student_refined: when there is a refine section)")
 
 
 class ExportSection(Section):
@@ -435,6 +464,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
         raise LlmrankError(_format_error(e, str(path), _line_map(text), set_paths)) from None
+    if recipe.refine is not None:
+        _check_refine(recipe, str(path), _line_map(text))
     base = path.resolve().parent
     _resolve_paths(recipe, base)
     if recipe.eval is not None:
@@ -443,6 +474,33 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             recipe.eval.suite = str(suite_path) + (f":{variant}" if variant else "")
         eval_entries(recipe.eval, where=str(path))  # the suite loads and every label is unique
     return recipe
+
+
+def _check_refine(recipe: Recipe, where: str, lines: dict) -> None:
+    """The refine section fits the student and trl: the method fits the student kind, each reward exists and
+    takes its options, ``training`` is a valid trl config of the method (llmrank.training.refine_config)."""
+    from llmrank.training.refine_config import check_training
+    from llmrank.training.refined import check_method
+    from llmrank.training.rewards import build_reward
+
+    r = recipe.refine
+
+    def at(*path) -> str:
+        for n in range(len(path), 0, -1):
+            if path[:n] in lines:
+                return f"{where}:{lines[path[:n]]}"
+        return where
+
+    if recipe.distill is None:
+        raise LlmrankError(f"{at('refine')}: key 'refine': a refine stage refines the distilled student; add a "
+                           "'distill' section")
+    check_method(r.method, recipe.distill.kind, f"{at('refine', 'method')}: key 'refine.method'")
+    if r.rewards and r.method != "grpo":
+        raise LlmrankError(f"{at('refine', 'rewards')}: key 'refine.rewards': rewards are for method 'grpo'; DPO "
+                           "learns from preference pairs (see refine.options)")
+    for i, spec in enumerate(r.rewards):
+        build_reward(spec.name, f"{at('refine', 'rewards', i)}: key 'refine.rewards[{i}]'", **spec.options)
+    check_training(r.method, r.training, where, "refine.training", lines)
 
 
 def _fix_path(p: str, bases: list[Path]) -> str:

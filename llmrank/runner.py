@@ -1,4 +1,4 @@
-"""Carries out a recipe stage by stage: teach → distill → (refine) → eval → export, then the report.
+"""Carries out a recipe stage by stage: teach → distill → refine → eval → export, then the report.
 
 Each stage writes into ``runs/<name>/<stage>/`` and finishes by writing ``manifest.json`` (the hash of the
 recipe sections it depends on, its inputs, library versions, seconds). A stage whose manifest matches is
@@ -237,9 +237,75 @@ class Runner:
     def student_dir(self) -> Path:
         return self.stage_dir("distill") / "merged"
 
+    def refined_dir(self) -> Path:
+        return self.stage_dir("refine") / "merged"
+
+    def newest_student_dir(self) -> Path:
+        """The student export serves: the refined one when the recipe refines, else the distilled one."""
+        return self.refined_dir() if self.recipe.refine is not None else self.student_dir()
+
     def stage_refine(self) -> dict:
-        raise LlmrankError("the refine stage (GRPO / DPO) is not available in this version of llmrank; "
-                           "remove the 'refine' section to run the other stages")
+        """GRPO or DPO on the distilled student (llmrank.training.grpo / .dpo) into ``refine/``: a new LoRA
+        over the merged distilled student, saved as ``adapter/`` + ``merged/`` like a distilled one."""
+        from llmrank.teacher import read_teacher_run
+        from llmrank.training.refine_config import check_training, make_trainer_config
+        from llmrank.training.refined import check_method, student_meta
+
+        r, s = self.recipe.refine, self.recipe.distill
+        if s is None:
+            raise LlmrankError("key 'refine': a refine stage refines the distilled student; add a 'distill' section")
+        check_method(r.method, s.kind, "refine.method")
+        check_training(r.method, r.training)
+        if r.method == "grpo":
+            from llmrank.training.grpo import check_use_vllm
+
+            check_use_vllm(bool(r.training.get("use_vllm")))
+        _, meta = student_meta(self.stage_dir("distill"))
+        check_method(r.method, meta.get("kind", "pointwise"), "refine.method")
+        data, _ = self.train_data()
+        teacher = read_teacher_run(self.teacher_path())
+        out = self.stage_dir("refine")
+        targs = {"per_device_train_batch_size": 1, "max_steps": 50, "logging_steps": 5, "save_steps": 25,
+                 "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed, "use_cpu": not _cuda(),
+                 "bf16": _cuda(), "gradient_checkpointing": False, **r.training, "output_dir": str(out)}
+        if r.method == "grpo":  # one step's generations on a device: whole groups of num_generations
+            targs = {"num_generations": 4, "max_completion_length": 128, **targs}
+            if "per_device_train_batch_size" not in r.training:
+                targs["per_device_train_batch_size"] = targs["num_generations"]
+        args = make_trainer_config(r.method, targs)
+        state = _state()
+        if state.is_main_process:
+            _stale_checkpoints(out, self.manifest_hash("refine"))
+        state.wait_for_everyone()
+        last = _last_checkpoint(out)
+        from transformers import set_seed
+
+        set_seed(self.recipe.seed)
+        opts = dict(r.options)
+        if r.method == "grpo":
+            from transformers import AutoTokenizer
+
+            from llmrank.training.grpo import build_grpo_prompts, train_grpo
+
+            folder, meta = student_meta(self.stage_dir("distill"))
+            rows = build_grpo_prompts(data, teacher, meta, AutoTokenizer.from_pretrained(folder), seed=self.recipe.seed, **opts)
+            set_seed(self.recipe.seed)
+            train_grpo(self.stage_dir("distill"), rows, args, [x.model_dump() for x in r.rewards], r.lora, s.dtype,
+                       resume=str(last) if last else None)
+            return {"inputs": {"student": str(self.student_dir()), "prompts": len(rows)}}
+        from llmrank.training.dpo import build_dpo_rows, train_dpo
+
+        pairs = out / "pairs.json"  # built once, by the main process (it scores or samples with the student)
+        if state.is_main_process and not _fresh(pairs, self.manifest_hash("refine")):
+            rows, stats = build_dpo_rows(self.stage_dir("distill"), data, teacher, out, opts, s.dtype,
+                                         self.recipe.seed, self.progress)
+            atomic_write_text(pairs, json.dumps({"config_hash": self.manifest_hash("refine"), "stats": stats, "rows": rows}))
+        state.wait_for_everyone()
+        saved = json.loads(pairs.read_text())
+        set_seed(self.recipe.seed)
+        train_dpo(self.stage_dir("distill"), saved["rows"], args, r.lora, s.dtype, resume=str(last) if last else None,
+                  info={"pair_stats": saved["stats"]})
+        return {"inputs": {"student": str(self.student_dir()), "pairs": len(saved["rows"])}, "pairs": saved["stats"]}
 
     def stage_eval(self) -> dict:
         from llmrank.eval.run_eval import evaluate_recipe
@@ -249,7 +315,7 @@ class Runner:
     def stage_export(self) -> dict:
         from llmrank.serve.export import export_student
 
-        info = export_student(self.student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
+        info = export_student(self.newest_student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
         return {"export": info}
 
 
@@ -310,6 +376,14 @@ def _stale_checkpoints(out: Path, config_hash: str) -> None:
         if last is None or int(ckpt.name.split("-", 1)[1]) > int(last.name.split("-", 1)[1]):
             shutil.rmtree(ckpt, ignore_errors=True)
     atomic_write_text(marker, json.dumps({"config_hash": config_hash}))
+
+
+def _fresh(path: Path, config_hash: str) -> bool:
+    """Whether a stage's intermediate file exists and was written for this configuration."""
+    try:
+        return json.loads(path.read_text()).get("config_hash") == config_hash
+    except (OSError, ValueError):
+        return False
 
 
 def _cuda() -> bool:

@@ -2,7 +2,8 @@
 
 Rows: ``first_stage`` (BM25 top-k as retrieved), ``teacher`` (the recipe's teacher reranking the same
 top-k), ``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring)
-and ``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as
+``student`` (the distilled student) and ``student_refined`` (the student after the refine stage, GRPO or
+DPO, when the recipe has one). Each row is written to ``eval/<dataset>/<row>.json`` as soon as
 it is done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
 """
 
@@ -48,7 +49,11 @@ def _rerankers(runner, row: str, qrels):
         from llmrank.training.distill import load_student
 
         return load_student(runner.student_dir(), dtype=r.distill.dtype)
-    raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, student)")
+    if row == "student_refined":
+        from llmrank.training.distill import load_student
+
+        return load_student(runner.refined_dir(), dtype=r.distill.dtype)
+    raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, student, student_refined)")
 
 
 def row_key(runner, entry: EvalDataset, row: str) -> str:
@@ -63,6 +68,8 @@ def row_key(runner, entry: EvalDataset, row: str) -> str:
     elif row == "student_before":
         parts["student"] = {k: getattr(r.distill, k) for k in ("model", "prompt", "dtype", "max_doc_tokens")}
     elif row == "student":
+        parts["student"] = r.section_hash("data", "teacher", "distill")
+    elif row == "student_refined":
         parts["student"] = r.section_hash("data", "teacher", "distill", "refine")
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -80,7 +87,9 @@ def evaluate_recipe(runner) -> dict:
         out_dir = runner.stage_dir("eval") / name
         results[name] = {}
         for row in ev.baselines:
-            if row in ("student", "student_before") and runner.recipe.distill is None:
+            if row in ("student", "student_before", "student_refined") and runner.recipe.distill is None:
+                continue
+            if row == "student_refined" and runner.recipe.refine is None:
                 continue
             path = out_dir / f"{row}.json"
             key = row_key(runner, entry, row)
