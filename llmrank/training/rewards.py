@@ -332,13 +332,20 @@ def build_reward(name: str, where: str = "reward", **options) -> Callable:
     return bound
 
 
-def build_rewards(specs: list[dict], where: str = "refine.rewards") -> tuple[list[Callable], list[float]]:
-    """``(functions, weights)`` from ``[{"name": ..., "weight": 1.0, "options": {...}}, ...]``."""
+def build_rewards(specs: list, where: str = "refine.rewards") -> tuple[list[Callable], list[float]]:
+    """``(functions, weights)`` from ``[{"name": ..., "weight": 1.0, "options": {...}}, ...]``; an item may also
+    be a reward function itself (trl's signature; weight 1) or ``{"function": f, "weight": w}``."""
     if not specs:
         raise LlmrankError(f"{where}: no rewards given (rewards: {', '.join(REWARDS)})")
     funcs, weights = [], []
     for i, spec in enumerate(specs):
+        if callable(spec):
+            spec = {"function": spec}
         w = float(spec.get("weight", 1.0))
+        if "function" in spec:
+            funcs.append(spec["function"])
+            weights.append(w)
+            continue
         if not math.isfinite(w):
             raise LlmrankError(f"{where}[{i}].weight: must be a finite number, got {w}")
         funcs.append(build_reward(spec["name"], f"{where}[{i}]", **(spec.get("options") or {})))
