@@ -296,6 +296,7 @@ def refined_run(tiny_model_dir, tmp_path_factory):
               options: {pairs_per_query: 2}
               lora: {r: 4, alpha: 8, dropout: 0.0}
               training: {max_steps: 4, save_steps: 2, logging_steps: 1, learning_rate: 1e-3, per_device_train_batch_size: 2}
+            export: {enabled: true, dtype: float32}
             """))
         out = tmp / "runs"
         rc, stdout, stderr = _run_cli(["run", str(recipe), "--out", str(out)])
