@@ -27,14 +27,14 @@ def reasoning_student(out: Path, model: str, max_doc_tokens: int, max_new_tokens
     """``model`` saved as a zero-shot reasoning student (merged layout), the start of the refinement."""
     from llmrank.models import resolve_model
     from llmrank.prompts import load_prompt
-    from llmrank.training.distill import STUDENT_FILE
-    from llmrank.training.sft import SFTStudentConfig, reasoning_meta
+    from llmrank.students import STUDENT_FILE
+    from llmrank.students.reasoning import ReasoningFields, reasoning_meta
 
     path = Path(resolve_model(model))
     st = out / "student"
     if not (st / "merged" / STUDENT_FILE).is_file():
         shutil.copytree(path, st / "merged", dirs_exist_ok=True)
-        cfg = SFTStudentConfig(model=model, max_doc_tokens=max_doc_tokens, max_new_tokens=max_new_tokens)
+        cfg = ReasoningFields(model=model, max_doc_tokens=max_doc_tokens, max_new_tokens=max_new_tokens)
         (st / "merged" / STUDENT_FILE).write_text(json.dumps(reasoning_meta(cfg, str(path), load_prompt("rationale"))))
     return st
 
@@ -43,7 +43,7 @@ def ndcg(student_dir: Path, dataset: str, queries: int, k: int) -> float:
     from llmrank.data import load_dataset
     from llmrank.data.bm25 import ensure_candidates
     from llmrank.eval.metrics import evaluate
-    from llmrank.training.distill import load_student
+    from llmrank.students import load_student
 
     data = load_dataset(dataset, "test").first_queries(queries)
     cands = ensure_candidates(data, 100).subset(data.queries).top(k)
@@ -77,7 +77,7 @@ def main() -> int:
 
     from llmrank.data import load_dataset
     from llmrank.data.bm25 import ensure_candidates
-    from llmrank.training.distill import STUDENT_FILE
+    from llmrank.students import STUDENT_FILE
     from llmrank.training.grpo import build_grpo_prompts, train_grpo
 
     out = Path(a.out)

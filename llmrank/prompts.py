@@ -56,9 +56,21 @@ class PromptTemplate:
         return msgs + [{"role": "user", "content": self.render_user(**fields)}]
 
     @property
+    def fields(self) -> frozenset[str]:
+        """The names the template reads (``query``, ``document``, ``label`` …)."""
+        return _template_fields(self.template)
+
+    @property
     def key(self) -> str:
         """Identifies the wording for caches: ``name@version``."""
         return f"{self.name}@{self.version}"
+
+
+@lru_cache(maxsize=256)
+def _template_fields(template: str) -> frozenset[str]:
+    from jinja2 import meta
+
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(template)))
 
 
 _REQUIRED = {"name": str, "method": str, "template": str}

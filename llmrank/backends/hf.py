@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from llmrank.backends.base import Backend, Generation, GenerationParams, Timer, label_token_ids
+from llmrank.errors import LlmrankError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype '{dtype}' (one of auto, {', '.join(DTYPES)})")
+        raise LlmrankError(f"unknown dtype '{dtype}' (one of auto, {', '.join(DTYPES)})")
     return DTYPES[dtype]
 
 

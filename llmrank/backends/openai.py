@@ -9,7 +9,7 @@ Label log-probabilities: from a vLLM server, exactly, through its ``logprob_toke
 full-vocabulary log-softmax at the label token ids); from any other server, from the top-``logprobs``
 alternatives of the first generated token, where a label outside them is ``-inf`` and counted in
 ``stats['labels_missing']`` (never an error). Requests run with a
-concurrency limit and are retried with exponential backoff on 429, 5xx and timeouts. The API key is read
+concurrency limit and retried by llmrank's one policy (:mod:`llmrank.http`: backoff on 429, 5xx and timeouts). The API key is read
 from the environment only (``OPENAI_API_KEY``, or the variable named by ``api_key_env``).
 """
 
@@ -18,17 +18,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from llmrank.backends.base import Backend, Generation, GenerationParams, Timer, label_variants
 from llmrank.errors import LlmrankError
+from llmrank.http import RetryPolicy, send
 
 log = logging.getLogger(__name__)
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
 class OpenAIBackend(Backend):
@@ -54,39 +52,21 @@ class OpenAIBackend(Backend):
         self.mode = mode or ("completions" if self.tokenizer is not None else "chat")
         self.logprobs, self.concurrency = logprobs, concurrency
         self.max_retries, self.backoff = max_retries, backoff
+        self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff)
         self.chunk = chunk
         self.token_ids_supported: bool | None = None  # vLLM's logprob_token_ids: unknown until tried
 
     # -- HTTP --------------------------------------------------------------------------------------------
     def _post(self, path: str, body: dict) -> dict:
-        import httpx
-
         url = f"{self.base_url}{path}"
-        for attempt in range(self.max_retries + 1):
+        r = send(self.client, "POST", url, self.retry, json=body, stats=self.stats,
+                 refused_hint="is the server running? (--base-url)")
+        if r.status_code == 200:
             try:
-                r = self.client.post(url, json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                if attempt == self.max_retries:
-                    raise LlmrankError(f"{url}: no answer after {attempt + 1} tries ({type(e).__name__}: {e})") from None
-                self._sleep(attempt, None)
-                continue
-            if r.status_code == 200:
                 return r.json()
-            if r.status_code in RETRY_STATUS and attempt < self.max_retries:
-                self.stats["retries"] += 1
-                self._sleep(attempt, r.headers.get("retry-after"))
-                continue
-            raise LlmrankError(f"{url}: HTTP {r.status_code}: {_error_message(r)}")
-        raise AssertionError("unreachable")
-
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * (2 ** attempt) * (1 + 0.25 * random.random())
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
             except ValueError:
-                pass
-        time.sleep(delay)
+                raise LlmrankError(f"{url}: the answer is not JSON: {r.text[:200]!r}") from None
+        raise LlmrankError(f"{url}: HTTP {r.status_code}: {_error_message(r)}")
 
     def _map(self, fn, items: list):
         if len(items) <= 1 or self.concurrency <= 1:

@@ -4,11 +4,19 @@ import json
 import sys
 
 from llmrank.backends import make_backend
-from llmrank.commands.rerank import add_data_arguments, add_model_arguments, backend_options
+from llmrank.commands.rerank import (
+    _build,
+    add_data_arguments,
+    add_model_arguments,
+    backend_options,
+    check_model_args,
+    parse_options,
+)
 from llmrank.data import load_dataset
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
-from llmrank.eval.metrics import evaluate
+from llmrank.eval.metrics import default_rel_threshold, evaluate, labelled
+from llmrank.outputs import check_output
 from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
 from llmrank.teacher import COST_FIELDS, read_teacher_run, run_teacher, teacher_candidates
 
@@ -61,29 +69,6 @@ def first_stage(data, kind: str, k: int, dense_model: str):
     return data.candidates
 
 
-def parse_options(items: list[str]) -> dict:
-    """``["max_tokens=128", "variants=false", "x=abc"]`` -> ``{"max_tokens": 128, "variants": False, "x": "abc"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise LlmrankError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
-def _build(method: str, backend, prompt, options: dict):
-    try:
-        return build_reranker(method, backend, prompt, **options)
-    except TypeError as e:
-        if options and "unexpected keyword argument" in str(e):
-            raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
-        raise
-
-
 def _cost_line(cost: dict) -> str:
     parts = [f"{cost.get('calls', 0):.1f} calls", f"{cost.get('prompt_tokens', 0):,.0f} prompt tokens",
              f"{cost.get('completion_tokens', 0):,.0f} completion tokens", f"{cost.get('seconds', 0):.2f} s"]
@@ -95,11 +80,25 @@ def run(args) -> int:
     method = args.method or ("rationale" if args.rationales else "listwise")
     if method not in RERANKERS:
         raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
+    check_output(args.output, "teacher", inputs=[args.dataset], resume=True)
+    if needs_backend(method):
+        check_model_args(args, method, args.model or args.llm_default_model)
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = first_stage(data, args.first_stage, args.first_stage_k, args.dense_model).subset(data.queries)
     options = parse_options(args.options)
+    if options.get("rationalize") is True:  # rationalization explains the judged labels: give it the qrels
+        if not data.qrels:
+            raise LlmrankError(f"--option rationalize=true: {data.source} has no judgements (qrels) to explain")
+        options["qrels"] = data.qrels
     backend = None
-    if needs_backend(method):
+    from llmrank.students import is_student_dir
+
+    if args.model and is_student_dir(args.model):  # a saved student teaches as it was trained to score
+        from llmrank.commands.rerank import build_from_args
+
+        args.method = method
+        reranker = build_from_args(args, options)
+    elif needs_backend(method):
         backend = make_backend(args.backend, args.model or args.llm_default_model, **backend_options(args))
         reranker = _build(method, backend, args.prompt, options)
     else:
@@ -123,7 +122,9 @@ def run(args) -> int:
         qids = [q for q in first.qids() if q in run_ and q in data.qrels]
         if qids:
             teacher = teacher_candidates({q: run_[q] for q in qids})
-            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, ["ndcg@10"])
-            after = evaluate(teacher, data.qrels, ["ndcg@10"])
-            print(json.dumps({"queries": len(qids), "first_stage": before, "teacher": after}))
+            rel = default_rel_threshold(data.qrels)
+            metrics = ["ndcg@10", "mrr@10"]
+            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, metrics, rel)
+            after = evaluate(teacher, data.qrels, metrics, rel)
+            print(json.dumps({"queries": len(qids), "first_stage": labelled(before, rel), "teacher": labelled(after, rel)}))
     return 0

@@ -8,6 +8,7 @@ cost (model calls, prompt and completion tokens, seconds) per query.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -71,8 +72,18 @@ class Reranker(ABC):
         missing_q = [q for q in candidates.qids() if q not in data.queries]
         if missing_q:
             raise LlmrankError(f"{len(missing_q)} candidate queries have no query text in {data.source} (first: {missing_q[0]})")
-        bar = tqdm(qids, desc=f"{self.method}", unit="q", disable=not (sys.stderr.isatty() if progress is None else progress))
-        for qid in bar:
+        check = getattr(self, "check_query", None)
+        for qid in qids:  # before any scoring: every candidate has text, every query fits (e.g. the context)
+            missing = next((d for d, _ in candidates[qid][:top_k] if d not in data.docs), None)
+            if missing is not None:
+                raise LlmrankError(f"query {qid}: candidate document '{missing}' has no text in {data.source}")
+            if check is not None:
+                check(data.queries[qid])
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = tqdm(qids, desc=f"{self.method}", unit="q", disable=not show)
+        every = max(1, len(qids) // 10)  # without a bar (a log), a line per tenth of the queries (past 2 s), and at the end
+        t_start = time.perf_counter()
+        for n, qid in enumerate(bar, 1):
             items = candidates[qid]
             head, tail = items[:top_k], items[top_k:]
             docs = []
@@ -87,6 +98,10 @@ class Reranker(ABC):
                 t0 = time.perf_counter()
                 ranking = self.rerank(data.queries[qid], docs)
                 ranking.cost["seconds"] = ranking.cost.get("seconds", 0.0) or (time.perf_counter() - t0)
+            bad = next((s for s in ranking.scores if not math.isfinite(s)), None)
+            if bad is not None:
+                raise LlmrankError(f"query {qid}: {self.method} gave the score {bad}, not a finite number "
+                                   "(a broken model or backend?)")
             rankings[qid] = ranking
             # the tail stays in first-stage order, below every reranked document
             floor = min(ranking.scores, default=0.0)
@@ -94,6 +109,9 @@ class Reranker(ABC):
                 (d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
             if on_ranking is not None:
                 on_ranking(qid, ranking)
+            elapsed = time.perf_counter() - t_start
+            if not show and len(qids) > 1 and (n % every == 0 and elapsed > 2 or n == len(qids)):
+                print(f"[{self.method}] {n}/{len(qids)} queries, {elapsed:.0f} s", file=sys.stderr)
         return Candidates(out), rankings
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from llmrank.backends.base import Backend
 from llmrank.data.types import Doc, Query
+from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
 
@@ -65,8 +66,43 @@ class PointwiseReranker(Reranker):
         return {"method": self.method, "model": self.backend.model, "prompt": self.prompt.key,
                 "max_doc_tokens": self.max_doc_tokens, "variants": self.variants}
 
+    def context_tokens(self) -> int | None:
+        """The longest prompt the backend's model takes, when the backend knows it."""
+        return getattr(self.backend, "max_length", None) or getattr(self.backend, "max_model_len", None)
+
+    def _overhead(self, query: str) -> int:
+        """Tokens of the prompt around an empty document (instruction, query, template)."""
+        tok = self.backend.tokenizer
+        return len(tok.encode(render_chat(tok, self.prompt.messages(query=query, document="")), add_special_tokens=False))
+
+    def check_query(self, query: Query) -> None:
+        """Before any scoring: a query whose prompt alone is over the model's context is an error naming it."""
+        limit, tok = self.context_tokens(), self.backend.tokenizer
+        if limit and tok is not None and len(query.text.encode("utf-8")) >= limit // 2:
+            need = self._overhead(query.text)
+            if need >= limit:
+                raise LlmrankError(f"query {query.qid}: its prompt without any document is {need} tokens, over the "
+                                   f"model's context of {limit}; shorten the query")
+
     def prompts_for(self, query: str, documents: list[str]) -> tuple[list[str], int]:
+        """The prompts for ``query`` and each document, and how many documents were cut: to ``max_doc_tokens``,
+        and further (from the document side) where the whole prompt would not fit the model's context."""
         built = [build_pointwise_prompt(self.prompt, self.backend.tokenizer, query, d, self.max_doc_tokens) for d in documents]
+        limit, tok = self.context_tokens(), self.backend.tokenizer
+        if limit and tok is not None:
+            budget = None
+            for i, (text, cut) in enumerate(built):
+                if len(text.encode("utf-8")) < limit:  # a token spans at least one byte: cannot be over
+                    continue
+                if len(tok.encode(text, add_special_tokens=False)) < limit:
+                    continue
+                if budget is None:
+                    budget = limit - self._overhead(query) - 8
+                    if budget < 1:
+                        raise LlmrankError(f"a query's prompt without any document is over the model's context of "
+                                           f"{limit} tokens: {query[:60]!r}…")
+                doc_budget = min(budget, self.max_doc_tokens or budget)
+                built[i] = (build_pointwise_prompt(self.prompt, tok, query, documents[i], doc_budget)[0], True)
         return [p for p, _ in built], sum(t for _, t in built)
 
     def score(self, query: str, documents: list[str]) -> np.ndarray:

@@ -49,7 +49,7 @@ LOG_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "
 def _targets(data: RankingData, rec: dict, top_m: int) -> dict[str, bool]:
     """``{docid: relevant?}`` for a teacher record's documents: the qrels label (> 0) when the query is
     judged (unjudged documents are not relevant), else the teacher's verdict / top-``top_m``."""
-    from llmrank.training.sft import teacher_verdicts
+    from llmrank.students.reasoning import teacher_verdicts
 
     judged = (data.qrels or {}).get(str(rec["qid"]))
     verdicts = teacher_verdicts(rec, top_m=top_m)
@@ -79,7 +79,7 @@ def pointwise_pairs(data: RankingData, teacher_records: dict[str, dict], reranke
     ``reranker`` is the distilled student's (its scores decide which pairs it misorders)."""
     from llmrank.prompts import load_prompt
     from llmrank.rerankers.pointwise import build_pointwise_prompt
-    from llmrank.training.distill import answer_token_ids
+    from llmrank.students.pointwise import answer_token_ids
 
     prompt = load_prompt(meta["prompt"])
     yes_id, no_id = answer_token_ids(tokenizer, prompt)
@@ -133,7 +133,7 @@ def reasoning_pairs(data: RankingData, teacher_records: dict[str, dict], model, 
     from llmrank.prompts import load_prompt
     from llmrank.rerankers.rationale import build_rationale_messages
     from llmrank.training.rewards import strict_verdict
-    from llmrank.training.sft import OUTPUT_FORMAT, sft_texts
+    from llmrank.students.reasoning import OUTPUT_FORMAT, sft_texts
 
     prompt = load_prompt(meta["prompt"])
     words = {True: prompt.answers.get("yes", "yes"), False: prompt.answers.get("no", "no")}
@@ -151,7 +151,7 @@ def reasoning_pairs(data: RankingData, teacher_records: dict[str, dict], model, 
     if not any((teacher_records[q].get("rationales") for q in qids)):
         raise LlmrankError("reasoning DPO needs a teacher run with rationales (teacher.method: rationale): the "
                            "chosen answers are the teacher's explanations")
-    from llmrank.training.sft import teacher_verdicts
+    from llmrank.students.reasoning import teacher_verdicts
 
     model.eval()
     for qid in it:
@@ -215,7 +215,7 @@ def build_dpo_rows(student_dir: str | Path, data: RankingData, teacher_records: 
     """The DPO rows for the student in ``student_dir`` (pointwise or reasoning, by its metadata) with
     ``options`` (pointwise: ``pairs_per_query``, ``top_m``, ``queries``; reasoning: ``samples``,
     ``temperature``, ``max_new_tokens``, ``per_query``, ``top_m``, ``queries``)."""
-    from llmrank.training.distill import load_student
+    from llmrank.students import load_student
 
     options = dict(options or {})
     model, tok, meta, base_path = start_model(student_dir, out, dtype)

@@ -59,7 +59,7 @@ def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta
     ``teacher_label`` (see the module docstring). ``meta`` is the student's metadata (prompt, max_doc_tokens)."""
     from llmrank.prompts import load_prompt
     from llmrank.rerankers.rationale import build_rationale_prompt
-    from llmrank.training.sft import teacher_verdicts
+    from llmrank.students.reasoning import teacher_verdicts
 
     if per_query < 1:
         raise LlmrankError(f"refine.options.per_query: must be at least 1, got {per_query}")

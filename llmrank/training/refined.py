@@ -21,13 +21,10 @@ import logging
 from pathlib import Path
 
 from llmrank.errors import LlmrankError
-from llmrank.training.distill import STUDENT_FILE, load_student_model
+from llmrank.students import STUDENT_FILE, get_student, load_student_model
 
 log = logging.getLogger(__name__)
 
-METHODS_BY_KIND = {"reasoning": ("grpo", "dpo"), "pointwise": ("dpo",)}
-"""Which refinement fits which student kind: GRPO rewards generated text, and a pointwise yes/no scorer
-generates none (it is read from one next-token distribution), so it is refined with DPO only."""
 
 
 def student_meta(student_dir: str | Path) -> tuple[Path, dict]:
@@ -44,9 +41,7 @@ def student_meta(student_dir: str | Path) -> tuple[Path, dict]:
 
 def check_method(method: str, kind: str, where: str = "refine.method") -> None:
     """A refine method that does not fit the student kind is an error naming the key."""
-    fits = METHODS_BY_KIND.get(kind)
-    if fits is None:
-        raise LlmrankError(f"{where}: unknown student kind '{kind}' (kinds: {', '.join(METHODS_BY_KIND)})")
+    fits = get_student(kind).refine_methods  # GRPO rewards generated text: a yes/no scorer generates none
     if method not in fits:
         why = (" (a pointwise yes/no scorer generates nothing for GRPO to reward; refine it with 'dpo' on the "
                "document pairs the teacher orders and it misorders)" if kind == "pointwise" and method == "grpo" else "")
