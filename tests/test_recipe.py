@@ -645,7 +645,13 @@ def test_accelerate_two_cpu_processes_shard_the_teacher(pipeline):
     one = pipeline["teacher"]
     assert list(two) == list(one)  # joined in query order
     for qid, rec in one.items():
-        assert two[qid] == rec, qid  # key, ranking and scores
+        # the same key and the same scores per document; the float sums of batches that mix other queries
+        # (queries in flight) may differ in the last digits, so near-ties may come in another order
+        assert two[qid]["key"] == rec["key"], qid
+        mine = dict(zip(two[qid]["ranking"], two[qid]["scores"]))
+        theirs = dict(zip(rec["ranking"], rec["scores"]))
+        assert mine.keys() == theirs.keys(), qid
+        assert [mine[d] for d in theirs] == pytest.approx([theirs[d] for d in theirs], rel=1e-5, abs=1e-6), qid
 
 
 # -- stage bookkeeping without a model -------------------------------------------------------------------

@@ -9,7 +9,10 @@ import json
 from pathlib import Path
 
 LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_before": "student, zero-shot",
-          "student": "student, distilled"}
+          "student": "student, distilled", "student_refined": "student, refined"}
+REWARD_CURVES = {"grpo": [("reward", "mean reward")],
+                 "dpo": [("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin")]}
+"""What the report plots against step for each refine method (keys of the trainer's logged rows)."""
 
 
 def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
@@ -71,7 +74,7 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    dist = [r for r in ("teacher", "student_before", "student") if r in rows]
+    dist = [r for r in ("teacher", "student_before", "student", "student_refined") if r in rows]
     if dist:
         fig, axes = plt.subplots(1, len(dist), figsize=(4 * len(dist), 3))
         axes = [axes] if len(dist) == 1 else axes
@@ -103,6 +106,40 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
     return files
 
 
+def _refine_plot(runner) -> tuple[list[str], str | None]:
+    """The refine stage's reward curve (GRPO: mean reward; DPO: reward accuracy and margin) against step, and
+    a line comparing the first and the last quarter of the logged steps."""
+    from llmrank.training.refined import read_trainer_log
+
+    r = runner.recipe.refine
+    rows = read_trainer_log(runner.stage_dir("refine")) if r is not None else []
+    curves = [(k, name) for k, name in REWARD_CURVES.get(r.method if r else "", []) if any(k in x for x in rows)]
+    if not curves:
+        return [], None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3))
+    axes = [axes] if len(curves) == 1 else axes
+    summary = []
+    for ax, (key, name) in zip(axes, curves):
+        pts = [(x["step"], x[key]) for x in rows if key in x]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color="tab:purple")
+        ax.set_xlabel("step")
+        ax.set_title(f"{r.method.upper()}: {name}", fontsize=9)
+        q = max(1, len(pts) // 4)
+        first, last = sum(v for _, v in pts[:q]) / q, sum(v for _, v in pts[-q:]) / q
+        summary.append(f"{name} {first:.4f} (mean of the first quarter of {len(pts)} logged steps) → {last:.4f} "
+                       "(last quarter)")
+    fig.tight_layout()
+    f = runner.root / "refine-reward.png"
+    _save_png(fig, f)
+    plt.close(fig)
+    return [f.name], "Refinement: " + "; ".join(summary) + "."
+
+
 def write_report(runner) -> str:
     """Write ``report.md`` (+ plots) from the eval stage's rows; return the table as terminal text."""
     ev = runner.recipe.eval
@@ -125,6 +162,14 @@ def write_report(runner) -> str:
         d = recipe.distill
         how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
         md.append(f"Student ({d.kind}): `{d.model}` + LoRA, {how}, prompt `{d.prompt}`, training {d.training}")
+    if recipe.refine:
+        rf = recipe.refine
+        md.append(f"Refinement: **{rf.method}**"
+                  + (f", rewards {[(x.name, x.weight) for x in rf.rewards]}" if rf.rewards else "")
+                  + f", training {rf.training}")
+        files, line = _refine_plot(runner)
+        if line:
+            md += ["", line, *[f"![{f}]({f})" for f in files]]
     md.append("")
     terminal = []
     results = eval_dir / "results.json"
@@ -151,6 +196,10 @@ def write_report(runner) -> str:
             if tc.get("calls_per_query") and sc.get("calls_per_query"):
                 line += f"; {tc['calls_per_query'] / sc['calls_per_query']:.1f}× in model calls"
             md += [line + ".", ""]
+        if "student" in rows and "student_refined" in rows:
+            md += ["Refined − distilled student: " + ", ".join(
+                f"{m} {rows['student_refined']['metrics'].get(m, float('nan')) - rows['student']['metrics'].get(m, float('nan')):+.4f}"
+                for m in ev.metrics) + ".", ""]
         md += [f"![{f}]({eval_dir.name}/{f})" for f in _plots(name, rows, eval_dir)] + [""]
         terminal += [f"{name} ({n} queries)", *table, ""]
     _write_if_changed(runner.root / "report.md", "\n".join(md).encode("utf-8"))
