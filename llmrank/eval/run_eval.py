@@ -64,6 +64,8 @@ def row_key(runner, entry: EvalDataset, row: str) -> str:
         parts["student"] = {k: getattr(r.distill, k) for k in ("model", "prompt", "dtype", "max_doc_tokens")}
     elif row == "student":
         parts["student"] = r.section_hash("data", "teacher", "distill", "refine")
+    elif row == "first_stage":
+        parts["cost"] = "timed"  # rows written before the first stage was timed carry no cost
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -91,10 +93,15 @@ def evaluate_recipe(runner) -> dict:
                     continue
             print(f"[eval] {name}: {row} …", file=sys.stderr)
             if row == "first_stage":
-                run, cost = first.top(ev.top_k), {}
+                from llmrank.eval.costs import first_stage_cost
+
+                run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
             else:
+                from llmrank.eval.progress import ProgressLines
+
                 reranker = _rerankers(runner, row, data.qrels)
-                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=runner.progress)
+                lines = None if runner.progress else ProgressLines(f"[eval] {name}: {row}", len(first))
+                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=runner.progress, on_ranking=lines)
                 run = run.top(ev.top_k)
                 cost = total_cost(rankings)
             rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
