@@ -143,6 +143,8 @@ class EvalSection(Section):
     top_k: int = Field(20, ge=1, description="rerank depth")
     baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student"],
                                  description="rows of the report table")
+    note: str | None = Field(None, description="a paragraph the report prints first: what this run demonstrates "
+                                               "and what it does not (e.g. a CPU demo vs the GPU recipes)")
 
 
 class ExportSection(Section):
