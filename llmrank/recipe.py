@@ -17,10 +17,10 @@ import os
 import re
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 
 from llmrank.errors import LlmrankError
 
@@ -50,27 +50,47 @@ class TeacherConfig(Section):
     include_first_stage: bool = Field(False, description="for method 'fusion': fuse the first-stage ranking too")
 
 
-class DistillSection(Section):
-    model: str = Field("smollm2-135m", description="student base model")
-    prompt: str = Field("yes_no", description="pointwise prompt the student is trained and served with")
-    loss: str = Field("listnet", description="ranking loss name (llmrank.losses)")
-    loss_options: dict[str, Any] = Field(default_factory=dict, description="loss keyword arguments")
-    group_size: int = Field(8, ge=2, description="candidates per query per training group")
-    max_doc_tokens: int = Field(256, ge=8, description="document truncation (document side only)")
-    lora: dict[str, Any] = Field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05},
-                                 description="LoRA: r, alpha, dropout, target_modules")
-    qlora: bool = Field(False, description="4-bit nf4 base (bitsandbytes) under the LoRA")
-    dtype: str = Field("float32", description="base weights dtype")
-    training: dict[str, Any] = Field(default_factory=dict, description="passed to transformers.TrainingArguments")
-    kind: Literal["pointwise", "reasoning"] = Field("pointwise", description="pointwise yes/no student, or reasoning student (SFT on rationales)")
+def _distill_section(kind: str) -> type[BaseModel]:
+    """The recipe section of one student kind, made from its fields dataclass (one source for the fields,
+    their defaults and help): ``kind``, the student's own fields, ``lora`` and ``training``."""
+    import dataclasses
+    import typing
 
-    @field_validator("lora")
-    @classmethod
-    def _lora_keys(cls, v):
-        bad = set(v) - {"r", "alpha", "dropout", "target_modules"}
-        if bad:
-            raise ValueError(f"unknown LoRA key(s) {sorted(bad)} (expected r, alpha, dropout, target_modules)")
-        return v
+    from llmrank.students import get_student
+    from llmrank.students.base import LORA_KEYS
+
+    student = get_student(kind)
+    hints = typing.get_type_hints(student.fields)
+    fields: dict[str, Any] = {"kind": (Literal[kind], Field(kind, description=f"student kind: {student.description}"))}  # type: ignore[valid-type]
+    for f in dataclasses.fields(student.fields):
+        if f.name in LORA_KEYS.values():
+            continue
+        bounds = {k: f.metadata[k] for k in ("ge", "gt", "le", "lt") if k in f.metadata}
+        if f.default is not dataclasses.MISSING:
+            info = Field(f.default, description=f.metadata.get("help", ""), **bounds)
+        else:
+            info = Field(default_factory=f.default_factory, description=f.metadata.get("help", ""), **bounds)  # type: ignore[arg-type]
+        fields[f.name] = (hints[f.name], info)
+    lora_default = {k: next(f.default for f in dataclasses.fields(student.fields) if f.name == v)
+                    for k, v in LORA_KEYS.items() if k != "target_modules"}
+    fields["lora"] = (dict[str, Any], Field(default_factory=lambda: dict(lora_default),
+                                            description="LoRA: r, alpha, dropout, target_modules"))
+    fields["training"] = (dict[str, Any], Field(default_factory=dict, description=f"fields of {student.base_config} "
+                                                "(checked at recipe load): max_steps, learning_rate, …"))
+    name = f"{kind.capitalize()}DistillSection"
+    return create_model(name, __base__=Section, __doc__=f"The distill section of a {kind} student.", **fields)
+
+
+def _distill_kind(value) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "pointwise")
+    return getattr(value, "kind", "pointwise")
+
+
+DISTILL_SECTIONS: dict[str, type[BaseModel]] = {k: _distill_section(k) for k in ("pointwise", "reasoning")}
+"""kind -> its distill section; the recipe's ``distill`` is one of them, chosen by ``kind`` (default pointwise)."""
+DistillSection = Annotated[Union[tuple(Annotated[m, Tag(k)] for k, m in DISTILL_SECTIONS.items())],  # type: ignore[misc]
+                           Discriminator(_distill_kind)]
 
 
 class RefineSection(Section):
@@ -193,10 +213,15 @@ def _kind(annotation) -> tuple[str, Any]:
     """What a field holds: ``("model", cls)``, ``("list", item annotation)``, ``("dict", value annotation)``
     or ``("scalar", annotation)``."""
     origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kind(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
             return _kind(args[0])
+        inner = [_kind(a) for a in args]
+        if all(k == "model" for k, _ in inner):  # a union of sections chosen by a tag (distill: by kind)
+            return ("union", [m for _, m in inner])
         return ("scalar", annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return ("model", annotation)
@@ -213,13 +238,57 @@ def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
     """The section (pydantic model) at a key path, or None inside a free-form mapping."""
     kind: tuple[str, Any] = ("model", root)
     for tok in loc:
+        if kind[0] == "union":
+            kind = _union_member(kind[1], tok)
+            if kind[0] == "model" and _tag_of(kind[1]) == tok:
+                continue
         if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
             kind = _kind(kind[1].model_fields[tok].annotation)
         elif (kind[0] == "list" and isinstance(tok, int)) or (kind[0] == "dict" and kind[1] is not Any):
             kind = _kind(kind[1])
         else:
             return None
+    if kind[0] == "union":
+        return kind[1][0]
     return kind[1] if kind[0] == "model" else None
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    f = model.model_fields.get("kind")
+    return f.default if f is not None and isinstance(f.default, str) else None
+
+
+def _union_member(models: list, tok) -> tuple[str, Any]:
+    """In a union of sections: the member a tag names (pydantic's error paths include it), else the first
+    member that has the key ``tok``, else the first member."""
+    for m in models:
+        if _tag_of(m) == tok:
+            return ("model", m)
+    for m in models:
+        if isinstance(tok, str) and tok in m.model_fields:
+            return ("model", m)
+    return ("model", models[0])
+
+
+def _clean_loc(loc: tuple, root: type[BaseModel]) -> tuple:
+    """A pydantic error path without the tags of tagged unions (``distill.pointwise.loss`` -> ``distill.loss``)."""
+    out: list = []
+    kind: tuple[str, Any] = ("model", root)
+    for tok in loc:
+        if kind[0] == "union":
+            member = _union_member(kind[1], tok)
+            if _tag_of(member[1]) == tok:
+                kind = member
+                continue
+            kind = member
+        out.append(tok)
+        if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
+            kind = _kind(kind[1].model_fields[tok].annotation)
+        elif kind[0] in ("list", "dict") and kind[1] is not Any:
+            kind = _kind(kind[1])
+        else:
+            kind = ("any", None)
+    return tuple(out)
 
 
 def _type_name(annotation) -> str:
@@ -316,6 +385,8 @@ def apply_override(raw: dict, assignment: str, where: str = "--set", root: type[
     for j, tok in enumerate(tokens):
         parent = _path_str(tokens[:j]) or "the recipe"
         here = _path_str(tokens[: j + 1])
+        if kind[0] == "union":
+            kind = _union_member(kind[1], tok)
         if kind[0] == "model":
             fields = kind[1].model_fields
             if isinstance(tok, int):
@@ -367,18 +438,26 @@ def _format_error(e: ValidationError, where: str, lines: dict | None = None, ove
     root = root or Recipe
     out = []
     for err in e.errors():
-        loc = tuple(err["loc"])
+        raw = tuple(err["loc"])
+        loc = _clean_loc(raw, root)
         path = _path_str(loc) or "(top level)"
         kind = err["type"]
-        if kind == "extra_forbidden":
-            section = _model_at(loc[:-1], root)
+        if kind == "union_tag_invalid":
+            from llmrank.students import STUDENT_KINDS
+
+            loc = loc + ("kind",)
+            path = _path_str(loc)
+            tag = (err.get("ctx") or {}).get("tag", "")
+            msg = f"unknown student kind {tag!r}{_suggest(tag, STUDENT_KINDS)} (one of {', '.join(STUDENT_KINDS)})"
+        elif kind == "extra_forbidden":
+            section = _model_at(raw[:-1], root)
             fields = list(section.model_fields) if section else []
             msg = "unknown key" + _suggest(loc[-1], fields)
             if fields:
                 msg += f" (keys of {_path_str(loc[:-1]) or 'a recipe'}: {', '.join(fields)})"
         elif kind == "missing":
             field = None
-            section = _model_at(loc[:-1], root)
+            section = _model_at(raw[:-1], root)
             if section is not None and loc and loc[-1] in section.model_fields:
                 field = section.model_fields[loc[-1]]
             msg = "required key is missing" + (f": {field.description}" if field and field.description else "")
@@ -388,17 +467,92 @@ def _format_error(e: ValidationError, where: str, lines: dict | None = None, ove
                 msg = msg[len("Value error, "):]
             if "input" in err and not (kind == "value_error" and isinstance(err["input"], (dict, list))):
                 msg += f" (got {_described(err['input'])})"
-        at = where
-        src = next((o for o in overrides or [] if tuple(o[0][: len(loc)]) == loc[: len(o[0])]), None)
-        if src is not None:
-            at += f": --set {src[1]!r}"
-        elif lines:
-            for n in range(len(loc), 0, -1):
-                if loc[:n] in lines:
-                    at += f":{lines[loc[:n]]}"
-                    break
-        out.append(f"{at}: key '{path}': {msg}")
+        out.append(f"{_at(loc, where, lines, overrides)}: key '{path}': {msg}")
     return "; ".join(out)
+
+
+def _at(loc: tuple, where: str, lines: dict | None, overrides: list | None) -> str:
+    """``FILE:LINE`` of a key path, or ``FILE: --set 'a.b=c'`` when an override set it."""
+    at = where
+    src = next((o for o in overrides or [] if tuple(o[0][: len(loc)]) == tuple(loc[: len(o[0])])), None)
+    if src is not None:
+        at += f": --set {src[1]!r}"
+    elif lines:
+        for n in range(len(loc), 0, -1):
+            if tuple(loc[:n]) in lines:
+                at += f":{lines[tuple(loc[:n])]}"
+                break
+    return at
+
+
+REFINE_CONFIGS = {"grpo": "GRPOConfig", "dpo": "DPOConfig"}
+RATIONALE_METHODS = ("rationale",)
+"""Teacher methods whose records carry an explanation per document."""
+
+
+def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
+    """What the schema cannot see, checked at load before anything runs: the ``training`` mappings against
+    the library configs (transformers' / trl's, read from source), LoRA settings, the student kind's own
+    checks (loss names), metric names and whether the refine method fits the student."""
+    from llmrank.configs import check_fields, library_fields
+    from llmrank.students import get_student
+
+    problems: list[tuple[tuple, str]] = []
+    if recipe.distill is not None:
+        student = get_student(recipe.distill.kind)
+        schema = library_fields(student.base_config)
+        if schema:
+            for key, msg in check_fields(schema, recipe.distill.training, student.base_config):
+                problems.append((("distill", "training", key) if key else ("distill", "training"), msg))
+        for key, value in recipe.distill.lora.items():
+            from llmrank.students.base import LORA_KEYS
+
+            if key not in LORA_KEYS:
+                problems.append((("distill", "lora", key), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
+                                 f"{', '.join(LORA_KEYS)})"))
+            elif key == "r" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                problems.append((("distill", "lora", key), f"expected an integer >= 1 (got {_described(value)})"))
+            elif key == "alpha" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+                problems.append((("distill", "lora", key), f"expected a number > 0 (got {_described(value)})"))
+            elif key == "dropout" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+                problems.append((("distill", "lora", key), f"expected a number in [0, 1) (got {_described(value)})"))
+        for key, msg in student.check_section(recipe.distill):
+            problems.append((("distill", key), msg))
+        if student.needs_rationales and recipe.teacher.method not in RATIONALE_METHODS:
+            problems.append((("teacher", "method"), f"a {student.kind} student learns from the teacher's explanations: "
+                             f"use a teacher that writes them ({', '.join(RATIONALE_METHODS)}), not "
+                             f"'{recipe.teacher.method}'"))
+    if recipe.refine is not None:
+        method = recipe.refine.method
+        if recipe.distill is None:
+            problems.append((("refine",), "refinement needs a student: add a 'distill' section"))
+        else:
+            student = get_student(recipe.distill.kind)
+            if method not in student.refine_methods:
+                problems.append((("refine", "method"), f"'{method}' does not fit a {student.kind} student "
+                                 f"({student.description}); it fits: {', '.join(student.refine_methods) or 'none'}"))
+        schema = library_fields(REFINE_CONFIGS[method])
+        if schema:
+            for key, msg in check_fields(schema, recipe.refine.training, REFINE_CONFIGS[method]):
+                problems.append((("refine", "training", key) if key else ("refine", "training"), msg))
+    if recipe.eval is not None:
+        from llmrank.eval.metrics import check_metric
+
+        for i, m in enumerate(recipe.eval.metrics):
+            msg = check_metric(m)
+            if msg:
+                problems.append((("eval", "metrics", i), msg))
+    return problems
+
+
+def check_inputs(recipe: Recipe, where: str = "recipe") -> None:
+    """The recipe's dataset paths exist (``hf://`` ids aside): checked before any stage runs."""
+    entries: list[tuple[str, str]] = [("data.dataset", recipe.data.dataset)]
+    if recipe.eval is not None:
+        entries += [(f"eval.datasets[{i}].dataset", d.dataset) for i, d in enumerate(recipe.eval.datasets)]
+    for key, p in entries:
+        if not p.startswith("hf://") and not Path(p).exists():
+            raise LlmrankError(f"{where}: key '{key}': dataset path {p} does not exist")
 
 
 def _read_yaml(path: Path, what: str):
@@ -431,10 +585,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for o in overrides or []:
         set_paths.append((apply_override(raw, o, f"{path}: --set"), o))
     raw = _interpolate(raw, (), str(path))
+    lines = _line_map(text)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        raise LlmrankError(_format_error(e, str(path), _line_map(text), set_paths)) from None
+        raise LlmrankError(_format_error(e, str(path), lines, set_paths)) from None
+    problems = recipe_problems(recipe)
+    if problems:
+        raise LlmrankError("; ".join(f"{_at(loc, str(path), lines, set_paths)}: key '{_path_str(loc)}': {msg}"
+                                     for loc, msg in problems))
     base = path.resolve().parent
     _resolve_paths(recipe, base)
     if recipe.eval is not None:

@@ -94,6 +94,9 @@ class Runner:
     def run(self, only: str | None = None) -> dict:
         if only is not None and only not in STAGES:
             raise LlmrankError(f"unknown stage '{only}' (one of {', '.join(STAGES)})")
+        from llmrank.recipe import check_inputs
+
+        check_inputs(self.recipe)  # a missing dataset is named before any stage runs
         self.root.mkdir(parents=True, exist_ok=True)
         ran = {}
         for stage in STAGES:
@@ -149,6 +152,7 @@ class Runner:
 
     def stage_teach(self) -> dict:
         from llmrank.eval.metrics import evaluate
+        from llmrank.rerankers import build_teacher
         from llmrank.teacher import (
             read_teacher_run,
             run_teacher,
@@ -194,33 +198,23 @@ class Runner:
             info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics)
         return {"inputs": {"dataset": self.recipe.data.dataset, "queries": len(cands)}, "teacher": info}
 
+    def student(self):
+        """The student kind of the recipe's ``distill`` section."""
+        from llmrank.students import get_student
+
+        return get_student(self.recipe.distill.kind)
+
     def stage_distill(self) -> dict:
-        from transformers import TrainingArguments
+        from transformers import set_seed
 
         from llmrank.teacher import read_teacher_run
-        from llmrank.training.distill import DistillConfig, train_distill
-        from llmrank.training.examples import build_groups
 
-        if self.recipe.distill.kind == "reasoning":
-            raise LlmrankError("distill.kind 'reasoning' is not run by recipes in this version: train the reasoning "
-                               "student with llmrank.training.sft.train_sft (trl SFTTrainer) on a rationale teacher run, "
-                               "or use kind 'pointwise'")
-
-        s = self.recipe.distill
+        student = self.student()
         data, _ = self.train_data()
         teacher = read_teacher_run(self.teacher_path())
-        groups = build_groups(data, teacher, s.group_size, seed=self.recipe.seed)
         out = self.stage_dir("distill")
-        lora = {"r": 16, "alpha": 32, "dropout": 0.05, **s.lora}
-        cfg = DistillConfig(model=s.model, prompt=s.prompt, loss=s.loss, loss_options=s.loss_options,
-                            group_size=s.group_size, max_doc_tokens=s.max_doc_tokens, lora_r=lora["r"],
-                            lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                            target_modules=lora.get("target_modules", "all-linear"), qlora=s.qlora, dtype=s.dtype,
-                            merge=True)
-        targs = {"per_device_train_batch_size": 1, "learning_rate": 1e-4, "max_steps": 50, "logging_steps": 5,
-                 "save_steps": 25, "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed,
-                 "use_cpu": not _cuda(), **s.training, "output_dir": str(out)}
-        args = TrainingArguments(**targs)
+        cfg = student.make_config(self.recipe.distill, out, seed=self.recipe.seed)
+        examples = student.build_examples(data, teacher, cfg, seed=self.recipe.seed)
         state = _state()
         if state.is_main_process:
             _stale_checkpoints(out, self.manifest_hash("distill"))
@@ -228,14 +222,20 @@ class Runner:
         last = _last_checkpoint(out)
         # the LoRA weights are initialised before the Trainer seeds anything: seed here, so the same recipe
         # trains the same student whatever ran before in this process (a teach stage, or nothing)
-        from transformers import set_seed
-
         set_seed(self.recipe.seed)
-        train_distill(cfg, groups, args, resume=str(last) if last else None)
-        return {"inputs": {"teacher": str(self.teacher_path()), "groups": len(groups)}}
+        student.train(cfg, examples, resume=str(last) if last else None)
+        return {"inputs": {"teacher": str(self.teacher_path()), "examples": len(examples)},
+                "student": {"kind": student.kind, "examples": len(examples)}}
 
     def student_dir(self) -> Path:
+        """The distilled student (merged weights)."""
         return self.stage_dir("distill") / "merged"
+
+    def newest_student_dir(self) -> Path:
+        """The student that eval's last row and export use: the refined one when the recipe refines."""
+        if self.recipe.refine is not None and (self.stage_dir("refine") / "merged").is_dir():
+            return self.stage_dir("refine") / "merged"
+        return self.student_dir()
 
     def stage_refine(self) -> dict:
         raise LlmrankError("the refine stage (GRPO / DPO) is not available in this version of llmrank; "
@@ -244,12 +244,15 @@ class Runner:
     def stage_eval(self) -> dict:
         from llmrank.eval.run_eval import evaluate_recipe
 
-        return evaluate_recipe(self)
+        students = {}
+        if self.recipe.distill is not None:
+            students["student"] = (self.student_dir(), self.manifest_hash("distill"))
+        return evaluate_recipe(self.recipe, self.stage_dir("eval"), students, progress=self.progress)
 
     def stage_export(self) -> dict:
         from llmrank.serve.export import export_student
 
-        info = export_student(self.student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
+        info = export_student(self.newest_student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
         return {"export": info}
 
 
@@ -316,34 +319,3 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def build_teacher(cfg, qrels=None):
-    """The Reranker a recipe's ``teacher`` section names (``oracle`` needs the qrels)."""
-    from llmrank.backends import make_backend
-    from llmrank.rerankers import build_reranker
-    from llmrank.rerankers.fusion import FirstStage, FusionReranker
-
-    if cfg.method == "oracle":
-        from llmrank.rerankers.oracle import OracleReranker
-
-        if not qrels:
-            raise LlmrankError("teacher method 'oracle' needs a dataset with qrels")
-        return OracleReranker(qrels)
-    if cfg.method == "fusion":
-        if not cfg.members:
-            raise LlmrankError("teacher method 'fusion' needs 'members' (a list of teacher sections)")
-        members = [build_teacher(m, qrels) for m in cfg.members]
-        if cfg.include_first_stage:
-            members.insert(0, FirstStage())
-        return FusionReranker(members, cfg.fusion)
-    if cfg.method == "dense":
-        return build_reranker("dense", None, model=cfg.model, **cfg.options)
-    options = dict(cfg.options)
-    if options.get("rationalize"):  # the rationale teacher explains the judged labels (STaR rationalization)
-        if not qrels:
-            raise LlmrankError("teacher option rationalize: the teacher explains the judged labels, so the data "
-                               "needs judgements (qrels); this dataset has none")
-        options["qrels"] = qrels
-    backend = make_backend(cfg.backend, cfg.model, **cfg.backend_options)
-    return build_reranker(cfg.method, backend, cfg.prompt, **options)

@@ -98,7 +98,7 @@ def test_rationalize_mistakes_are_named(tmp_path):
         rr.rerank(QUERIES["q2"], [DOCS["d0"]])
     # the runner's teacher factory hands the qrels over, and names a dataset without any
     from llmrank.recipe import TeacherConfig
-    from llmrank.runner import build_teacher
+    from llmrank.rerankers import build_teacher
 
     section = TeacherConfig(method="rationale", model="x", backend="hf", options={"rationalize": True})
     with pytest.raises(LlmrankError, match="needs judgements"):
@@ -111,7 +111,7 @@ def test_rationalized_teacher_run_and_sft_targets_on_the_tiny_model(tiny_model_d
     from transformers import AutoTokenizer
 
     from llmrank.backends.hf import HFBackend
-    from llmrank.training.sft import build_sft_examples
+    from llmrank.students.reasoning import build_sft_examples
 
     backend = HFBackend(str(tiny_model_dir), device="cpu")
     # sampled: greedy decoding of the random model repeats whitespace after the chat header (empty explanations)

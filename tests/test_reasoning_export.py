@@ -34,9 +34,8 @@ def trained(tiny_model_dir, tmp_path_factory):
     """A reasoning student SFT-trained on the tiny random model (adapter and merged), with its examples."""
     import torch
     from transformers import AutoTokenizer
-    from trl import SFTConfig
 
-    from llmrank.training.sft import SFTStudentConfig, build_sft_examples, train_sft
+    from llmrank.students.reasoning import ReasoningStudent, build_sft_examples
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -44,22 +43,23 @@ def trained(tiny_model_dir, tmp_path_factory):
         tok = AutoTokenizer.from_pretrained(tiny_model_dir)
         examples = build_sft_examples(DATA, RECORDS, tokenizer=tok, max_doc_tokens=32)
         out = tmp_path_factory.mktemp("reasoning") / "student"
-        cfg = SFTStudentConfig(model=str(tiny_model_dir), lora_r=4, lora_alpha=8, lora_dropout=0.0, max_doc_tokens=32,
-                               max_new_tokens=16, merge=True)
-        args = SFTConfig(output_dir=str(out), max_steps=6, per_device_train_batch_size=2, learning_rate=1e-2,
-                         lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no",
-                         report_to=[], bf16=False, gradient_checkpointing=False, use_cpu=True, seed=0,
-                         disable_tqdm=True, dataloader_num_workers=0)
-        train_sft(cfg, examples, args)
+        cfg = ReasoningStudent.config_class()(
+            model=str(tiny_model_dir), lora_r=4, lora_alpha=8, lora_dropout=0.0, max_doc_tokens=32, max_new_tokens=16,
+            merge=True, output_dir=str(out), max_steps=6, per_device_train_batch_size=2, learning_rate=1e-2,
+            lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
+            bf16=False, gradient_checkpointing=False, use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
+        ReasoningStudent.train(cfg, examples)
         yield out, examples
     finally:
         torch.set_num_threads(threads)
 
 
 def _rank(path, dtype="float32"):
-    from llmrank.training.sft import load_reasoning_student
+    from llmrank.students import load_student
+    from llmrank.students.reasoning import ReasoningStudentReranker
 
-    student = load_reasoning_student(path, dtype=dtype, device="cpu")
+    student = load_student(path, dtype=dtype, device="cpu")
+    assert isinstance(student, ReasoningStudentReranker)
     return student, student.rerank(QUERIES["q1"], [DOCS[d] for d in ("d1", "d0", "d3", "d2")])
 
 
@@ -85,7 +85,7 @@ def test_export_reloads_with_the_students_own_scores(trained, tmp_path, source):
 
 def test_export_carries_the_trained_parse_rule(trained, tmp_path):
     from llmrank.serve.export import export_student
-    from llmrank.training.distill import STUDENT_FILE
+    from llmrank.students import STUDENT_FILE
 
     student_dir, examples = trained
     meta = json.loads((student_dir / "merged" / STUDENT_FILE).read_text())

@@ -6,6 +6,7 @@ import sys
 from llmrank.backends import make_backend
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
+from llmrank.errors import LlmrankError
 from llmrank.eval.metrics import evaluate
 from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
 from llmrank.rerankers.base import total_cost
@@ -46,18 +47,67 @@ def backend_options(args) -> dict:
 def add_arguments(p) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
-    p.add_argument("--method", default="pointwise", choices=sorted(RERANKERS), help="ranking method")
+    p.add_argument("--method", default="pointwise", choices=sorted([*RERANKERS, "reasoning"]),
+                   help="ranking method (a saved student is scored as its kind: pointwise or reasoning)")
     p.add_argument("--prompt", default=None, help="prompt name under prompts/ or a YAML path (default: the method's)")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. window=4 (value read as JSON when it parses, else a string; repeatable)")
     p.add_argument("-o", "--output", required=True, help="TREC run to write (a .json path writes a candidates JSON)")
 
 
+def parse_options(items: list[str]) -> dict:
+    """``["max_tokens=128", "variants=false", "x=abc"]`` -> ``{"max_tokens": 128, "variants": False, "x": "abc"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LlmrankError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _build(method: str, backend, prompt, options: dict):
+    try:
+        return build_reranker(method, backend, prompt, **options)
+    except TypeError as e:
+        if options and "unexpected keyword argument" in str(e):
+            raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
+        raise
+
+
+def build_from_args(args, options: dict):
+    """The reranker the flags name. A ``--model`` that is a saved student (a folder with
+    ``llmrank_student.json``: distill's adapter/ or merged/, or an export) is scored through the student
+    layer, exactly as it was trained (its prompt, answer tokens and document length); the method must then
+    be the student's own."""
+    from llmrank.students import is_student_dir, load_student, read_meta
+
+    if is_student_dir(args.model):
+        kind = read_meta(args.model).get("kind", "pointwise")
+        if args.method not in ("pointwise", "reasoning", kind) or (args.method == "pointwise" and kind != "pointwise"):
+            raise LlmrankError(f"--model {args.model} is a {kind} student; rerank it with --method {kind} "
+                               f"(not {args.method})")
+        if args.prompt:
+            raise LlmrankError(f"--model {args.model} is a student trained with its own prompt; drop --prompt")
+        opts = {"dtype": args.dtype}
+        if args.batch_size:
+            opts["batch_size"] = args.batch_size
+        return load_student(args.model, **opts)
+    if args.method == "reasoning":
+        raise LlmrankError("--method reasoning scores a saved reasoning student: give its folder as --model")
+    if needs_backend(args.method):
+        return _build(args.method, make_backend(args.backend, args.model, **backend_options(args)), args.prompt, options)
+    return build_reranker(args.method, None, model=args.model, **options)  # e.g. dense: its own encoder
+
+
 def run(args) -> int:
+    options = parse_options(args.options)
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = ensure_candidates(data, args.first_stage_k, show_progress=sys.stderr.isatty()).subset(data.queries)
-    if needs_backend(args.method):
-        reranker = build_reranker(args.method, make_backend(args.backend, args.model, **backend_options(args)), args.prompt)
-    else:  # e.g. dense: its own encoder, named by --model
-        reranker = build_reranker(args.method, None, model=args.model)
+    reranker = build_from_args(args, options)
     run_, rankings = reranker.rerank_all(data, first, args.top_k)
     if args.output.endswith(".json"):
         from llmrank.data.trec import write_candidates_json

@@ -4,7 +4,7 @@ import json
 import sys
 
 from llmrank.backends import make_backend
-from llmrank.commands.rerank import add_data_arguments, add_model_arguments, backend_options
+from llmrank.commands.rerank import _build, add_data_arguments, add_model_arguments, backend_options, parse_options
 from llmrank.data import load_dataset
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
@@ -61,29 +61,6 @@ def first_stage(data, kind: str, k: int, dense_model: str):
     return data.candidates
 
 
-def parse_options(items: list[str]) -> dict:
-    """``["max_tokens=128", "variants=false", "x=abc"]`` -> ``{"max_tokens": 128, "variants": False, "x": "abc"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise LlmrankError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
-def _build(method: str, backend, prompt, options: dict):
-    try:
-        return build_reranker(method, backend, prompt, **options)
-    except TypeError as e:
-        if options and "unexpected keyword argument" in str(e):
-            raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
-        raise
-
-
 def _cost_line(cost: dict) -> str:
     parts = [f"{cost.get('calls', 0):.1f} calls", f"{cost.get('prompt_tokens', 0):,.0f} prompt tokens",
              f"{cost.get('completion_tokens', 0):,.0f} completion tokens", f"{cost.get('seconds', 0):.2f} s"]
@@ -103,7 +80,14 @@ def run(args) -> int:
             raise LlmrankError(f"--option rationalize=true: {data.source} has no judgements (qrels) to explain")
         options["qrels"] = data.qrels
     backend = None
-    if needs_backend(method):
+    from llmrank.students import is_student_dir
+
+    if args.model and is_student_dir(args.model):  # a saved student teaches as it was trained to score
+        from llmrank.commands.rerank import build_from_args
+
+        args.method = method
+        reranker = build_from_args(args, options)
+    elif needs_backend(method):
         backend = make_backend(args.backend, args.model or args.llm_default_model, **backend_options(args))
         reranker = _build(method, backend, args.prompt, options)
     else:

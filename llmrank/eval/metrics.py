@@ -55,6 +55,17 @@ def parse_metric(name: str, rel_threshold: int = 1):
     return ir_measures.parse_measure(text)
 
 
+def check_metric(name) -> str | None:
+    """Why ``name`` is not a metric llmrank can compute, or None when it is."""
+    if not isinstance(name, str):
+        return f"expected a metric name such as ndcg@10 (got {name!r})"
+    try:
+        parse_metric(name)
+    except LlmrankError as e:
+        return str(e)
+    return None
+
+
 def _check(run: Candidates, qrels: Qrels) -> None:
     unknown = [q for q in run if q not in qrels]
     if unknown and len(unknown) == len(run):

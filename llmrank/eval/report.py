@@ -12,14 +12,24 @@ LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_be
           "student": "student, distilled"}
 
 
-def _table(rows: dict, metrics: list[str]) -> list[str]:
+def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
+    # rows that generate text (rationale teachers, reasoning students) add generated tokens and parse failures
+    generates = any((rec.get("cost") or {}).get("completion_tokens") or "parse_failures" in (rec.get("cost") or {})
+                    for rec in rows.values())
     head = ["ranker", *metrics, "calls/q", "prompt tok/q", "s/q"]
+    if generates:
+        head += ["gen tok/q", "parse failures"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, rec in rows.items():
         c = rec.get("cost") or {}
         cells = [LABELS.get(row, row)] + [f"{rec['metrics'].get(m, float('nan')):.4f}" for m in metrics]
         cells += [f"{c.get('calls_per_query', 0):.1f}", f"{c.get('prompt_tokens_per_query', 0):.0f}",
                   f"{c.get('seconds_per_query', 0):.3f}"]
+        if generates:
+            docs = rec.get("queries", 0) * top_k  # documents scored: one output each
+            fails = c.get("parse_failures")
+            cells += [f"{c.get('completion_tokens_per_query', 0):.0f}",
+                      "–" if fails is None else f"{int(fails)}" + (f" ({fails / docs:.1%})" if docs else "")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -107,7 +117,8 @@ def write_report(runner) -> str:
                       + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in stats.get("first_stage_metrics", {}).items()))
     if recipe.distill:
         d = recipe.distill
-        md.append(f"Student: `{d.model}` + LoRA, loss `{d.loss}`, prompt `{d.prompt}`, training {d.training}")
+        how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
+        md.append(f"Student ({d.kind}): `{d.model}` + LoRA, {how}, prompt `{d.prompt}`, training {d.training}")
     md.append("")
     terminal = []
     results = eval_dir / "results.json"
@@ -117,14 +128,15 @@ def write_report(runner) -> str:
         names = sorted(p.name for p in eval_dir.iterdir() if p.is_dir()) if eval_dir.is_dir() else []
     for name in names:
         rows = {}
-        for row in ev.baselines:
+        extra = sorted(p.stem for p in (eval_dir / name).glob("student_*.json") if p.stem not in ev.baselines)
+        for row in [*ev.baselines, *extra]:
             f = eval_dir / name / f"{row}.json"
             if f.is_file():
                 rows[row] = json.loads(f.read_text())
         if not rows:
             continue
         n = next(iter(rows.values()))["queries"]
-        table = _table(rows, ev.metrics)
+        table = _table(rows, ev.metrics, ev.top_k)
         md += [f"## {name} ({n} queries, top-{ev.top_k} reranked)", "", *table, ""]
         tc, sc = rows.get("teacher", {}).get("cost", {}), rows.get("student", {}).get("cost", {})
         if tc.get("seconds_per_query") and sc.get("seconds_per_query"):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import sys
+from pathlib import Path
 
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
@@ -33,61 +34,67 @@ def suite_datasets(suite: str) -> list[dict]:
     return [d.model_dump() for d in load_suite(suite)[1]]
 
 
-def _rerankers(runner, row: str, qrels):
-    r = runner.recipe
+def _reranker(recipe, row: str, qrels, students: dict):
     if row == "teacher":
-        from llmrank.runner import build_teacher
+        from llmrank.rerankers import build_teacher
 
-        teacher = r.teacher
+        teacher = recipe.teacher
         if teacher.options.get("rationalize"):  # given the eval labels it would be the oracle: judge unaided
             teacher = teacher.model_copy(update={"options": {k: v for k, v in teacher.options.items() if k != "rationalize"}})
         return build_teacher(teacher, qrels)
     if row == "student_before":
-        from llmrank.backends.hf import HFBackend
-        from llmrank.rerankers.pointwise import PointwiseReranker
+        from llmrank.students import get_student
 
-        return PointwiseReranker(HFBackend(r.distill.model, dtype=r.distill.dtype), r.distill.prompt,
-                                 max_doc_tokens=r.distill.max_doc_tokens, variants=False)
-    if row == "student":
-        from llmrank.training.distill import load_student
+        return get_student(recipe.distill.kind).zero_shot(recipe.distill)
+    if row in students:
+        from llmrank.students import load_student
 
-        return load_student(runner.student_dir(), dtype=r.distill.dtype)
-    raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, student)")
+        return load_student(students[row][0], dtype=recipe.distill.dtype)
+    raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, {', '.join(students) or 'student'})")
 
 
-def row_key(runner, entry: EvalDataset, row: str) -> str:
+def row_key(recipe, entry: EvalDataset, row: str, students: dict | None = None) -> str:
     """What a table row depends on, hashed: a row file with another key is stale and is computed again
     (the teacher's and first stage's rows survive a change to the student, the zero-shot student's row
     survives retraining)."""
-    r = runner.recipe
-    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"}), "top_k": r.eval.top_k,
-                   "metrics": list(r.eval.metrics)}
+    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"}), "top_k": recipe.eval.top_k,
+                   "metrics": list(recipe.eval.metrics)}
     if row == "teacher":
-        parts["teacher"] = r.teacher.model_dump()
+        parts["teacher"] = recipe.teacher.model_dump()
     elif row == "student_before":
-        parts["student"] = {k: getattr(r.distill, k) for k in ("model", "prompt", "dtype", "max_doc_tokens")}
-    elif row == "student":
-        parts["student"] = r.section_hash("data", "teacher", "distill", "refine")
+        d = recipe.distill
+        parts["student"] = {k: getattr(d, k, None) for k in ("kind", "model", "prompt", "dtype", "max_doc_tokens",
+                                                             "max_new_tokens")}
+    elif students and row in students:
+        parts["student"] = students[row][1]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def evaluate_recipe(runner) -> dict:
-    ev = runner.recipe.eval
+def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]] | None = None,
+                    progress: bool = False) -> dict:
+    """Every eval row of ``recipe`` on every eval dataset, written under ``eval_dir``. ``students`` maps a
+    row name (``student``, and ``student_refined`` when the recipe refines) to ``(saved student dir, hash of
+    what it was trained from)``."""
+    students = students or {}
+    ev = recipe.eval
     entries = eval_entries(ev)
+    rows = list(ev.baselines) + [r for r in students if r not in ev.baselines]
     results = {}
     for entry in entries:
         name = entry.label()
         data = load_dataset(entry.dataset, entry.split, query_field=entry.query_field).first_queries(entry.queries)
         if not data.qrels:
             raise LlmrankError(f"eval dataset {entry.dataset} (split {entry.split}) has no judgements to evaluate against")
-        first = ensure_candidates(data, max(ev.top_k, 100), show_progress=runner.progress).subset(data.queries)
-        out_dir = runner.stage_dir("eval") / name
+        first = ensure_candidates(data, max(ev.top_k, 100), show_progress=progress).subset(data.queries)
+        out_dir = Path(eval_dir) / name
         results[name] = {}
-        for row in ev.baselines:
-            if row in ("student", "student_before") and runner.recipe.distill is None:
+        for row in rows:
+            if row.startswith("student") and recipe.distill is None:
+                continue
+            if row.startswith("student") and row != "student_before" and row not in students:
                 continue
             path = out_dir / f"{row}.json"
-            key = row_key(runner, entry, row)
+            key = row_key(recipe, entry, row, students)
             if path.is_file():
                 rec = json.loads(path.read_text())
                 if rec.get("key") == key:
@@ -97,8 +104,8 @@ def evaluate_recipe(runner) -> dict:
             if row == "first_stage":
                 run, cost = first.top(ev.top_k), {}
             else:
-                reranker = _rerankers(runner, row, data.qrels)
-                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=runner.progress)
+                reranker = _reranker(recipe, row, data.qrels, students)
+                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
                 run = run.top(ev.top_k)
                 cost = total_cost(rankings)
             rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
@@ -109,7 +116,7 @@ def evaluate_recipe(runner) -> dict:
             write_run(run, out_dir / f"{row}.trec", tag=row)
             atomic_write_text(path, json.dumps(rec))
             results[name][row] = rec
-    atomic_write_text(runner.stage_dir("eval") / "results.json",
+    atomic_write_text(Path(eval_dir) / "results.json",
                       json.dumps({n: {r: {k: v[k] for k in ("metrics", "cost", "queries")} for r, v in rows.items()}
                                   for n, rows in results.items()}, indent=1))
     return {"inputs": {"datasets": [e.dataset for e in entries]}}

@@ -19,7 +19,7 @@ RERANKERS = {
     "served": ("llmrank.serve.client:RerankClient", None),
 }
 
-__all__ = ["RERANKERS", "Ranking", "Reranker", "build_reranker", "needs_backend"]
+__all__ = ["RERANKERS", "Ranking", "Reranker", "build_reranker", "build_teacher", "needs_backend"]
 
 
 def build_reranker(method: str, backend, prompt: str | None = None, **options) -> Reranker:
@@ -38,3 +38,34 @@ def needs_backend(method: str) -> bool:
         raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
     module, cls = RERANKERS[method][0].split(":")
     return bool(getattr(getattr(importlib.import_module(module), cls), "uses_backend", True))
+
+
+def build_teacher(cfg, qrels=None) -> Reranker:
+    """The Reranker a recipe's ``teacher`` section names (``oracle`` needs the qrels; ``fusion`` fuses the
+    teachers of its ``members``; ``dense`` has its own encoder)."""
+    from llmrank.backends import make_backend
+    from llmrank.rerankers.fusion import FirstStage, FusionReranker
+
+    if cfg.method == "oracle":
+        from llmrank.rerankers.oracle import OracleReranker
+
+        if not qrels:
+            raise LlmrankError("teacher method 'oracle' needs a dataset with qrels")
+        return OracleReranker(qrels)
+    if cfg.method == "fusion":
+        if not cfg.members:
+            raise LlmrankError("teacher method 'fusion' needs 'members' (a list of teacher sections)")
+        members = [build_teacher(m, qrels) for m in cfg.members]
+        if cfg.include_first_stage:
+            members.insert(0, FirstStage())
+        return FusionReranker(members, cfg.fusion)
+    if cfg.method == "dense":
+        return build_reranker("dense", None, model=cfg.model, **cfg.options)
+    options = dict(cfg.options)
+    if options.get("rationalize"):  # the rationale teacher explains the judged labels (STaR rationalization)
+        if not qrels:
+            raise LlmrankError("teacher option rationalize: the teacher explains the judged labels, so the data "
+                               "needs judgements (qrels); this dataset has none")
+        options["qrels"] = qrels
+    backend = make_backend(cfg.backend, cfg.model, **cfg.backend_options)
+    return build_reranker(cfg.method, backend, cfg.prompt, **options)

@@ -90,8 +90,8 @@ def build_rationale_messages(prompt: PromptTemplate, tokenizer, query: str, docu
                              max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, **fields) -> tuple[list[dict], bool]:
     """The chat messages (system?, user) asking for one (query, document) judgement, and whether the
     document was truncated: the one builder of rationale prompts (this reranker and the reasoning
-    student's SFT examples, :mod:`llmrank.training.sft`, both call it). ``fields`` fills further template
-    fields (``label`` for rationalization)."""
+    student's SFT examples, :mod:`llmrank.students.reasoning`, both call it). ``fields`` fills further
+    template fields (``label`` for rationalization)."""
     document, truncated = truncate_document(tokenizer, document, max_doc_tokens)
     return prompt.messages(query=query, document=document, **fields), truncated
 
