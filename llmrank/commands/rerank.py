@@ -21,7 +21,7 @@ def add_model_arguments(p) -> None:
     p.add_argument("--backend", default="hf", help="hf | vllm | openai, or an http:// base URL of an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="server URL for --backend openai")
     p.add_argument("--dtype", default="float32", help="hf/vllm weights dtype: float32 | bfloat16 | auto")
-    p.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (hf; default 4 on CPU, 16 on GPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (hf; default 4 on CPU and 16 on GPU for scoring, 16 for generation)")
 
 
 def add_data_arguments(p) -> None:
