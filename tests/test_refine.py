@@ -248,6 +248,8 @@ BAD = [
      ["key 'refine.training.reward_weights'", "set by llmrank"]),
     ("dpo-with-rewards", "pointwise", "refine:\n  method: dpo\n  rewards: [{name: format}]\n",
      ["key 'refine.rewards'", "rewards are for method 'grpo'"]),
+    ("refine-option", "pointwise", "refine:\n  method: dpo\n  options: {pairs_per_qeury: 4}\n",
+     ["key 'refine.options.pairs_per_qeury'", "did you mean 'pairs_per_query'"]),
     ("refine-lora", "pointwise", "refine:\n  method: dpo\n  lora: {rank: 4}\n", ["key 'refine.lora.rank'", "unknown LoRA key"]),
     ("refine-without-distill", None, "refine:\n  method: dpo\n", ["key 'refine'", "add a 'distill' section"]),
 ]
