@@ -584,7 +584,7 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
         if schema:
             for key, msg in check_fields(schema, recipe.refine.training, REFINE_CONFIGS[method]):
                 problems.append((("refine", "training", key) if key else ("refine", "training"), msg))
-        problems += _refine_problems(recipe.refine)
+        problems += _refine_problems(recipe.refine, recipe.distill.kind if recipe.distill is not None else None)
     if recipe.eval is not None:
         from llmrank.eval.metrics import check_metric
 
@@ -595,9 +595,16 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
     return problems
 
 
-def _refine_problems(refine: RefineSection) -> list[tuple[tuple, str]]:
+REFINE_OPTIONS = {("grpo", "reasoning"): ("per_query", "queries", "top_m"),
+                  ("dpo", "pointwise"): ("pairs_per_query", "top_m", "queries"),
+                  ("dpo", "reasoning"): ("samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries")}
+"""The ``refine.options`` each (method, student kind) takes (llmrank.training.grpo / .dpo)."""
+
+
+def _refine_problems(refine: RefineSection, kind: str | None) -> list[tuple[tuple, str]]:
     """The refine section's own keys: each reward exists and takes its options (GRPO only), the weights
-    come from ``rewards`` rather than ``training.reward_weights``, and the LoRA keys."""
+    come from ``rewards`` rather than ``training.reward_weights``, the options fit the method and student,
+    and the LoRA keys."""
     from llmrank.students.base import LORA_KEYS
     from llmrank.training.rewards import build_reward
 
@@ -610,6 +617,11 @@ def _refine_problems(refine: RefineSection) -> list[tuple[tuple, str]]:
             build_reward(spec.name, "reward", **spec.options)
         except LlmrankError as e:
             problems.append((("refine", "rewards", i), str(e).removeprefix("reward: ")))
+    allowed = REFINE_OPTIONS.get((refine.method, kind))
+    for key in refine.options if allowed is not None else ():
+        if key not in allowed:
+            problems.append((("refine", "options", key), f"not an option of {refine.method} for a {kind} student"
+                             f"{_suggest(key, allowed)} (options: {', '.join(allowed)})"))
     if "reward_weights" in refine.training:
         problems.append((("refine", "training", "reward_weights"), "set by llmrank from each reward's 'weight' in "
                          "refine.rewards; remove it"))

@@ -248,6 +248,8 @@ BAD = [
      ["key 'refine.training.reward_weights'", "set by llmrank"]),
     ("dpo-with-rewards", "pointwise", "refine:\n  method: dpo\n  rewards: [{name: format}]\n",
      ["key 'refine.rewards'", "rewards are for method 'grpo'"]),
+    ("refine-option", "pointwise", "refine:\n  method: dpo\n  options: {pairs_per_qeury: 4}\n",
+     ["key 'refine.options.pairs_per_qeury'", "did you mean 'pairs_per_query'"]),
     ("refine-lora", "pointwise", "refine:\n  method: dpo\n  lora: {rank: 4}\n", ["key 'refine.lora.rank'", "unknown LoRA key"]),
     ("refine-without-distill", None, "refine:\n  method: dpo\n", ["key 'refine'", "add a 'distill' section"]),
 ]
@@ -371,3 +373,13 @@ def test_accelerate_two_processes_refine_gives_the_one_process_layout(refined_ru
     assert (one["world_size"], two["world_size"]) == (1, 2) and one["global_step"] == two["global_step"] == 4
     assert json.loads((out / "tiny" / "refine" / "pairs.json").read_text())["rows"] == \
         json.loads((src / "refine" / "pairs.json").read_text())["rows"]
+
+
+def test_refine_command_needs_a_refine_section(tmp_path):
+    from test_recipe import _run_cli
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\ndata:\n  dataset: /data/beir\ndistill:\n  kind: pointwise\n")
+    rc, _, err = _run_cli(["refine", str(path)])
+    assert rc == 2 and "has no 'refine' section" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
