@@ -186,6 +186,7 @@ def test_injection_row_sees_the_attacked_text_only_in_the_attacked_run(tiny_mode
     for q, texts in attacked_seen.items():
         diff = [i for i, (x, y) in enumerate(zip(clean_seen[q], texts)) if x != y]
         assert len(diff) == 1 and texts[diff[0]].endswith(PLAIN)
+    assert set(row["clean"]) == {"top1", "top3"} and row["clean"]["top1"] <= row["clean"]["top3"]
     v = row["variants"]["plain"]
     assert v["attacked_queries"] == len(data.queries) and 0 <= v["top1"] <= v["top3"] <= 1
     assert math.isfinite(v["ndcg@10_drop"])
