@@ -105,6 +105,8 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
                 run, cost = first.top(ev.top_k), {}
             else:
                 reranker = _reranker(recipe, row, data.qrels, students)
+                if ev.in_flight:
+                    reranker.in_flight = ev.in_flight
                 run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
                 run = run.top(ev.top_k)
                 cost = total_cost(rankings)
