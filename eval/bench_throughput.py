@@ -159,9 +159,21 @@ def naive_pointwise(backend, data, top_k: int) -> dict:
             "cost": {"calls": pairs, "prompt_tokens": tokens, "naive_full_logits": tokens}}
 
 
+class _Rows(list):
+    """A list that shows each row as it is added (a long run keeps what it measured if it is cut short)."""
+
+    def __init__(self, show):
+        super().__init__()
+        self.show = show
+
+    def append(self, row):
+        super().append(row)
+        self.show([row])
+
+
 def part_rows(part: str, kind: str, args) -> list[dict]:
     """The measurements of one part on one backend kind (``hf`` here, ``vllm`` in the vLLM python)."""
-    rows = []
+    rows = _Rows(args.show)
     if part == "a":
         data = load_data(args.queries_a)
         backend = make_backend(kind, args.model, args.dtype, args.batch_size)
@@ -192,10 +204,12 @@ def part_rows(part: str, kind: str, args) -> list[dict]:
         data = load_data(args.queries_d)
         backend = make_backend(kind, args.model, args.dtype, args.batch_size)
         for method, opts in METHODS_D:
+            if method not in args.methods_d.split(","):
+                continue
             rows.append({"part": "d", "backend": kind, "dtype": args.dtype,
-                         **rank(backend, method, opts, data, 20, len(data.queries))})
+                         **rank(backend, method, opts, data, args.top_k_d, len(data.queries))})
         backend.close()
-    return rows
+    return list(rows)
 
 
 def run_vllm_part(part: str, args) -> list[dict] | str:
@@ -237,9 +251,10 @@ def server_rows(args) -> list[dict] | str:
     return rows
 
 
-def describe(rows: list[dict], body: int, head: int, peaks: dict) -> None:
-    print(f"{'part':<4} {'backend':<12} {'dtype':<8} {'method':<10} {'in flight':>9} {'q':>3} {'s':>8} "
-          f"{'pairs/s':>8} {'prompt tok/s':>12} {'gen tok/s':>9} {'GFLOP/s':>8} {'ceiling':>7}")
+def describe(rows: list[dict], body: int, head: int, peaks: dict, header: bool = True) -> None:
+    if header:
+        print(f"{'part':<4} {'backend':<12} {'dtype':<8} {'method':<10} {'in flight':>9} {'q':>3} {'s':>8} "
+              f"{'pairs/s':>8} {'prompt tok/s':>12} {'gen tok/s':>9} {'GFLOP/s':>8} {'ceiling':>7}")
     for r in rows:
         c = r["cost"]
         computed = c.get("prompt_tokens", 0) - c.get("prefix_tokens_saved", 0)
@@ -302,6 +317,8 @@ def main() -> None:
     ap.add_argument("--top-k-c", type=int, default=20)
     ap.add_argument("--rationale-tokens", type=int, default=192)
     ap.add_argument("--queries-d", type=int, default=5)
+    ap.add_argument("--top-k-d", type=int, default=20)
+    ap.add_argument("--methods-d", default=",".join(m for m, _ in METHODS_D))
     ap.add_argument("--batch-size", type=int, default=None, help="hf batch size (default: the backend's)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 helps on an overloaded box)")
     ap.add_argument("--peak-n", type=int, default=1024)
@@ -322,6 +339,7 @@ def main() -> None:
                         and a not in ("--server", "--no-vllm")]
     parts = [p for p in args.parts.split(",") if p]
     if args.worker:
+        args.show = lambda rows: None
         rows = [r for p in parts for r in part_rows(p, "vllm", args)]
         Path(args.worker).write_text(json.dumps(rows))
         return
@@ -332,7 +350,21 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     print(f"{args.model}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {load0:.1f}",
           flush=True)
+    dtypes = sorted({args.dtype} | (set(args.dtypes_b.split(",")) if "b" in parts else set()))
+    peaks = {d: matmul_peak(d, args.peak_n) for d in dtypes}
+    body, head = model_params(args.model)
+    print(f"matmul ceiling ({args.peak_n}², {torch.get_num_threads()} threads): "
+          + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items()), flush=True)
     rows: list[dict] = []
+
+    shown = []
+
+    def show(new: list[dict]) -> None:
+        describe(new, body, head, peaks, header=not shown)
+        shown.extend(new)
+        sys.stdout.flush()
+
+    args.show = show
     for p in parts:
         rows += part_rows(p, "hf", args)
         print(f"  part {p} hf done ({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})", flush=True)
@@ -349,12 +381,7 @@ def main() -> None:
                 print(f"  part b: server rows skipped: {got}", flush=True)
             else:
                 rows += got
-    dtypes = {r["dtype"] for r in rows}
-    peaks = {d: matmul_peak(d, args.peak_n) for d in sorted(dtypes)}
-    body, head = model_params(args.model)
-    print(f"\nmatmul ceiling ({args.peak_n}² , {torch.get_num_threads()} threads): "
-          + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items())
-          + f"; load average now {os.getloadavg()[0]:.1f}")
+    print(f"\nall rows (load average now {os.getloadavg()[0]:.1f}):")
     describe(rows, body, head, peaks)
     ratios(rows)
     if args.out:

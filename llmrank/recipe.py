@@ -141,6 +141,8 @@ class EvalSection(Section):
                                                 "YAML path; ':variant' picks one of its variants (bright:reasoning)")
     metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@20", "mrr@10"], description="metric names")
     top_k: int = Field(20, ge=1, description="rerank depth")
+    in_flight: int | None = Field(None, ge=1, description="queries each row ranks at once, their prompts sent to the "
+                                                         "backend together (default: sized for the backend)")
     baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student"],
                                  description="rows of the report table")
     note: str | None = Field(None, description="a paragraph the report prints first: what this run demonstrates "

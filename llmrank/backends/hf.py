@@ -175,7 +175,8 @@ class HFBackend(Backend):
         With ``prefix_reuse`` each group's shared token prefix (instruction + query) is run once and its KV
         cache reused; batches are formed over the suffixes of ALL groups by length (rows of different
         groups, with prefixes of different lengths, share a batch: their cached prefixes are left-padded and
-        masked, and positions continue each row's own prefix). Returns per group the ``[n, V or
+        masked, and positions continue each row's own prefix); a group of at least ``batch_size`` sequences is
+        batched on its own, so its numbers do not depend on the other groups. Returns per group the ``[n, V or
         len(token_ids)]`` rows and its cost: ``calls``, ``prompt_tokens``, ``prefix_tokens_saved`` exactly,
         ``seconds`` shared by the tokens each group computed.
         """
@@ -206,8 +207,11 @@ class HFBackend(Backend):
         rows = [(gi, r) for gi, g in enumerate(groups) for r in range(len(g))]
         # a sliding-window model masks by cache index: rows are batched only with rows of equal prefix length
         sliding = getattr(lm.config, "sliding_window", None) or getattr(getattr(lm.config, "text_config", None), "sliding_window", None)
-        for batch in self._batches([len(groups[gi][r]) - prefix_len[gi] for gi, r in rows],
-                                   [prefix_len[gi] for gi, _ in rows] if sliding else None):
+        # a request that fills batches by itself is batched alone, so its scores do not depend on which other
+        # queries are in flight (a resumed teacher run writes the same numbers); smaller requests (a pairwise
+        # comparison, a setwise set) share batches, which is where queries in flight pay off on hf
+        keys = [(gi if len(groups[gi]) >= self.batch_size else -1, prefix_len[gi] if sliding else 0) for gi, _ in rows]
+        for batch in self._batches([len(groups[gi][r]) - prefix_len[gi] for gi, r in rows], keys):
             brows = [rows[i] for i in batch]
             input_ids, mask = self._pad([groups[gi][r][prefix_len[gi]:] for gi, r in brows])
             ps = [prefix_len[gi] for gi, _ in brows]

@@ -27,6 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="hf", help="hf | vllm | openai, or an http:// base URL of an OpenAI-compatible server")
     p.add_argument("--dtype", default="bfloat16", help="hf/vllm weights dtype (bfloat16, the fast path on CPU and GPU; float32; auto)")
     p.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (hf)")
+    p.add_argument("--in-flight", type=int, default=None,
+                   help="queries ranked at once per cell, their prompts sent together (default: sized for the backend)")
     p.add_argument("--served", action="append", default=[], metavar="URL[=MODEL]",
                    help="a student served by `llmrank serve` as one more cell (repeatable); MODEL: its export dir or name")
     p.add_argument("--baseline", default=None, help="row the others are tested against (a row name, or first_stage; default: the first cell)")
@@ -69,6 +71,8 @@ def _from_recipe(args):
 
 
 def run(args) -> int:
+    if args.in_flight is not None and args.in_flight < 1:
+        raise LlmrankError(f"--in-flight must be at least 1, got {args.in_flight}")
     from llmrank.data import load_dataset
     from llmrank.data.bm25 import ensure_candidates
     from llmrank.eval.compare import Cell, CellRunner, CompareSettings, compare, expand_cells
@@ -107,7 +111,7 @@ def run(args) -> int:
         raise LlmrankError(f"{out}: exists and is not a folder")
     data = load_dataset(dataset, split).first_queries(queries)
     first = ensure_candidates(data, fs_k, show_progress=sys.stderr.isatty()).subset(data.queries)
-    runner = CellRunner()
+    runner = CellRunner(in_flight=args.in_flight)
     result = compare(data, first, cells, out, settings, runner)
     print(write_compare_report([result], out))
     print(f"[compare] {runner.computed_queries} query rankings computed now; the rest came from {out / 'cells'}",

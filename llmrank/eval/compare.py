@@ -134,8 +134,9 @@ class CellRunner:
     """Builds each cell's reranker only when something has to be computed, sharing one backend (one loaded
     model) between the cells that use the same model and backend settings."""
 
-    def __init__(self, progress: bool | None = None):
+    def __init__(self, progress: bool | None = None, in_flight: int | None = None):
         self.progress = progress
+        self.in_flight = in_flight  # queries ranked at once (None: each backend's default)
         self._backends: dict[str, object] = {}
         self._rerankers: dict[str, object] = {}
         self.computed_queries = 0
@@ -157,6 +158,8 @@ class CellRunner:
             if bkey not in self._backends:
                 self._backends[bkey] = make_backend(cell.backend, cell.model, **cell.backend_options)
             r = build_reranker(cell.method, self._backends[bkey], cell.prompt_template(), **cell.options)
+        if self.in_flight:
+            r.in_flight = self.in_flight
         self._rerankers[key] = r
         return r
 

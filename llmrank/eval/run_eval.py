@@ -109,6 +109,8 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
                 run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
             else:
                 reranker = _reranker(recipe, row, data.qrels, students)
+                if ev.in_flight:
+                    reranker.in_flight = ev.in_flight
                 # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
                 run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
                 run = run.top(ev.top_k)

@@ -16,7 +16,7 @@ from collections import Counter
 from llmrank.backends.base import Backend, GenerateRequest, GenerationParams
 from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, ranking_from_order
+from llmrank.rerankers.base import ranking_from_order
 from llmrank.rerankers.scheduler import StepReranker, run_steps
 from llmrank.rerankers.permutation import parse_permutation
 from llmrank.rerankers.pointwise import truncate_document

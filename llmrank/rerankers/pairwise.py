@@ -68,13 +68,6 @@ def parse_choice(text: str, labels: list[str]) -> int | None:
     return labels.index(m.group(1)) if m else None
 
 
-def cost_since(stats: Counter, before: Counter) -> Counter:
-    """The backend's counters added since ``before`` (calls, prompt/completion tokens, seconds)."""
-    cost = Counter(stats)
-    cost.subtract(before)
-    return Counter({k: v for k, v in cost.items() if v})
-
-
 def sorted_order_ranking(docs: list[Doc], top: list[int], **kw) -> Ranking:
     """``top`` (indices, best first) then every other doc in input order, with scores n, n-1, …, 1."""
     chosen = set(top)

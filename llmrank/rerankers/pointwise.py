@@ -16,7 +16,7 @@ from llmrank.backends.base import Backend, ScoreRequest, two_way
 from llmrank.data.types import Doc, Query
 from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, ranking_from_scores
+from llmrank.rerankers.base import ranking_from_scores
 from llmrank.rerankers.scheduler import StepReranker
 
 DEFAULT_MAX_DOC_TOKENS = 384

@@ -45,9 +45,18 @@ class StepReranker(Reranker):
     def rerank(self, query, docs) -> Ranking:
         return drive(self, query, docs)
 
+    def _steps_are_the_algorithm(self) -> bool:
+        """False for a subclass that overrides ``rerank`` without ``steps`` (it is then run one query at a time)."""
+        for klass in type(self).__mro__:
+            if "steps" in klass.__dict__:
+                return True
+            if "rerank" in klass.__dict__:
+                return False
+        return False
+
     def _rank_jobs(self, jobs, done) -> None:
         n = self.in_flight or getattr(self.backend, "default_in_flight", 1) or 1
-        if n > 1 and len(jobs) > 1:
+        if n > 1 and len(jobs) > 1 and self._steps_are_the_algorithm():
             run_in_flight(self, jobs, n, done)
         else:
             super()._rank_jobs(jobs, done)

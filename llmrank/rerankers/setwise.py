@@ -27,7 +27,6 @@ import numpy as np
 from llmrank.backends.base import Backend, GenerateRequest, GenerationParams, ScoreRequest
 from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking
 from llmrank.rerankers.pairwise import heap_top_k_steps, parse_choice, sorted_order_ranking
 from llmrank.rerankers.scheduler import StepReranker, run_steps
 from llmrank.rerankers.pointwise import truncate_document
