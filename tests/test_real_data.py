@@ -41,7 +41,8 @@ def test_trec_dl19_bm25_ndcg10(run_name, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     scores = json.loads(out)
-    assert list(scores) == ["ndcg@10"]
+    assert list(scores) == ["ndcg@10", "rel_threshold"]
+    assert scores["rel_threshold"] == 2  # TREC DL's graded passage judgements: grades 2 and 3 are relevant
     assert scores["ndcg@10"] == pytest.approx(0.5058, abs=0.0005)
 
 

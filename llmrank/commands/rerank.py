@@ -112,7 +112,7 @@ def build_from_args(args, options: dict):
     be the student's own."""
     from llmrank.students import is_student_dir, load_student, read_meta
 
-    if is_student_dir(args.model):
+    if is_student_dir(args.model) and args.method != "served":  # "served": the export names the /rerank server's model
         kind = read_meta(args.model).get("kind", "pointwise")
         if args.method != kind:
             raise LlmrankError(f"--model {args.model} is a {kind} student; rerank it with --method {kind} "
