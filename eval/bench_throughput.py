@@ -30,6 +30,12 @@ Findings (torch.profiler on this 2-core avx512_bf16 box, SmolLM2-135M bf16, 8 DL
   position and the label rows only, where the naive loop computes 49k-wide logits at every position (~26% of
   its FLOPs for this model, at high matmul efficiency: that is why the naive row's ceiling fraction looks
   good). The remaining time is the decoder body on document tokens.
+- What bounds hf / naive (part b, 40 pairs = 2 DL19 queries × 20, bf16, 1 thread, load ~8): the naive loop does
+  1748 GFLOP (1380 in the body on 6501 prompt tokens, 368 in the full LM head at every position) at 83% of the
+  bf16 ceiling; the hf path does 1090 GFLOP (the body on 6501 − 1368 prefix-reused tokens) at 87%. 1.60× less
+  work × the efficiency gives 1.69×. What is left is the body on document tokens, each computed once; 2× would
+  need 20% fewer of them (shorter documents), not a faster kernel: at 87% of the ceiling the path is within
+  13% of what the matmul rate allows.
 - Where the body's time goes, 1 thread: ``aten::mm`` 81%, attention (``sdpa`` flash kernel for CPU) 9%,
   elementwise ops (RMSNorm ``pow``/``mul``, RoPE, SiLU, residual ``add``, fp32 up-casts ``copy_``, the prefix
   KV ``cat``) ~8%. The path is matmul-bound; its ceiling is the matmul rate at the model's shapes (M = batch ×
