@@ -31,9 +31,8 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from llmrank.errors import LlmrankError
-
 from llmrank.assets import asset_dir
+from llmrank.errors import LlmrankError
 
 SHIPPED_PROMPTS_DIR = asset_dir("prompts")
 PROMPTS_DIR = Path(os.environ.get("LLMRANK_PROMPTS") or SHIPPED_PROMPTS_DIR)

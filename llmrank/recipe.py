@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
 from llmrank.assets import asset_dir
 from llmrank.errors import LlmrankError
@@ -94,10 +94,29 @@ DistillSection = Annotated[Union[tuple(Annotated[m, Tag(k)] for k, m in DISTILL_
                            Discriminator(_distill_kind)]
 
 
+class RewardSpec(Section):
+    name: str = Field(description="reward name (llmrank.training.rewards: format, relevance, setwise, listwise_ndcg, length)")
+    weight: float = Field(1.0, description="its weight in the summed reward (trl's reward_weights)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the reward's keyword options")
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, v):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        return v
+
+
 class RefineSection(Section):
     method: Literal["grpo", "dpo"] = Field(description="grpo (ranking rewards) or dpo (ranking preferences)")
-    options: dict[str, Any] = Field(default_factory=dict, description="trainer options")
-    training: dict[str, Any] = Field(default_factory=dict, description="passed to trl's config")
+    rewards: list[RewardSpec] = Field(default_factory=list, description="grpo: the rewards and their weights "
+                                      "(default: format 0.2 + relevance 1.0)")
+    options: dict[str, Any] = Field(default_factory=dict, description="how prompts/pairs are built: grpo: per_query, "
+                                    "queries, top_m; dpo: pairs_per_query, top_m, queries (pointwise), samples, "
+                                    "temperature, max_new_tokens, per_query (reasoning)")
+    lora: dict[str, Any] = Field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05},
+                                 description="the refinement's new LoRA adapter: r, alpha, dropout, target_modules")
+    training: dict[str, Any] = Field(default_factory=dict, description="trl.GRPOConfig (grpo) or trl.DPOConfig (dpo) fields")
 
 
 class EvalDataset(Section):
@@ -126,6 +145,8 @@ class EvalSection(Section):
                                                          "backend together (default: sized for the backend)")
     baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student"],
                                  description="rows of the report table")
+    note: str | None = Field(None, description="a paragraph the report prints first: what this run demonstrates "
+                                               "and what it does not (e.g. a CPU demo vs the GPU recipes)")
 
 
 class ExportSection(Section):
@@ -565,6 +586,7 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
         if schema:
             for key, msg in check_fields(schema, recipe.refine.training, REFINE_CONFIGS[method]):
                 problems.append((("refine", "training", key) if key else ("refine", "training"), msg))
+        problems += _refine_problems(recipe.refine, recipe.distill.kind if recipe.distill is not None else None)
     if recipe.eval is not None:
         from llmrank.eval.metrics import check_metric
 
@@ -572,6 +594,43 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
             msg = check_metric(m)
             if msg:
                 problems.append((("eval", "metrics", i), msg))
+    return problems
+
+
+REFINE_OPTIONS = {("grpo", "reasoning"): ("per_query", "queries", "top_m"),
+                  ("dpo", "pointwise"): ("pairs_per_query", "top_m", "queries"),
+                  ("dpo", "reasoning"): ("samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries")}
+"""The ``refine.options`` each (method, student kind) takes (llmrank.training.grpo / .dpo)."""
+
+
+def _refine_problems(refine: RefineSection, kind: str | None) -> list[tuple[tuple, str]]:
+    """The refine section's own keys: each reward exists and takes its options (GRPO only), the weights
+    come from ``rewards`` rather than ``training.reward_weights``, the options fit the method and student,
+    and the LoRA keys."""
+    from llmrank.students.base import LORA_KEYS
+    from llmrank.training.rewards import build_reward
+
+    problems: list[tuple[tuple, str]] = []
+    if refine.rewards and refine.method != "grpo":
+        problems.append((("refine", "rewards"), "rewards are for method 'grpo'; DPO learns from preference pairs "
+                         "(see refine.options)"))
+    for i, spec in enumerate(refine.rewards):
+        try:
+            build_reward(spec.name, "reward", **spec.options)
+        except LlmrankError as e:
+            problems.append((("refine", "rewards", i), str(e).removeprefix("reward: ")))
+    allowed = REFINE_OPTIONS.get((refine.method, kind))
+    for key in refine.options if allowed is not None else ():
+        if key not in allowed:
+            problems.append((("refine", "options", key), f"not an option of {refine.method} for a {kind} student"
+                             f"{_suggest(key, allowed)} (options: {', '.join(allowed)})"))
+    if "reward_weights" in refine.training:
+        problems.append((("refine", "training", "reward_weights"), "set by llmrank from each reward's 'weight' in "
+                         "refine.rewards; remove it"))
+    for key in refine.lora:
+        if key not in LORA_KEYS:
+            problems.append((("refine", "lora", key), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
+                             f"{', '.join(LORA_KEYS)})"))
     return problems
 
 

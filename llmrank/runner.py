@@ -184,16 +184,25 @@ class Runner:
         if state.is_main_process:  # records of another configuration (a changed recipe) would conflict
             _keep_records(path, set(keys.values()))
         state.wait_for_everyone()
+        from llmrank.eval.progress import ProgressLines
+
+        lines = None
+        if not self.progress and state.is_main_process:  # periodic lines for logs (no bar without a terminal)
+            have = set(read_teacher_run(path)) if path.is_file() else set()
+            lines = ProgressLines("[teach] teacher", sum(q not in have for q in cands.qids()))
         if state.num_processes == 1:
-            stats = run_teacher(teacher, data, cands, k, path, progress=self.progress)
+            stats = run_teacher(teacher, data, cands, k, path, progress=self.progress, on_ranking=lines)
         else:  # each process teaches every n-th query still to do into its own part; the main process joins them
             done = set(read_teacher_run(path)) if path.is_file() else set()
             qids = cands.qids()
             todo = [q for q in qids if q not in done]
             part = path.with_name(f"teacher.part{state.process_index}.jsonl")
             _keep_records(part, set(keys.values()))
-            stats = run_teacher(teacher, data, cands.subset(todo[state.process_index::state.num_processes]), k, part,
-                                progress=self.progress and state.is_main_process)
+            mine = cands.subset(todo[state.process_index::state.num_processes])
+            if lines is not None:
+                lines.total = len(mine)
+            stats = run_teacher(teacher, data, mine, k, part, progress=self.progress and state.is_main_process,
+                                on_ranking=lines)
             state.wait_for_everyone()
             if state.is_main_process:
                 records = read_teacher_run(path) if path.is_file() else {}
@@ -255,9 +264,70 @@ class Runner:
             return self.stage_dir("refine") / "merged"
         return self.student_dir()
 
+    def refined_dir(self) -> Path:
+        """The refined student (merged weights)."""
+        return self.stage_dir("refine") / "merged"
+
     def stage_refine(self) -> dict:
-        raise LlmrankError("the refine stage (GRPO / DPO) is not available in this version of llmrank; "
-                           "remove the 'refine' section to run the other stages")
+        """GRPO or DPO on the distilled student (llmrank.training.grpo / .dpo) into ``refine/``: a new LoRA
+        over the merged distilled student, saved as ``adapter/`` + ``merged/`` like a distilled one."""
+        from transformers import set_seed
+
+        from llmrank.teacher import read_teacher_run
+        from llmrank.training.refine_config import make_trainer_config
+        from llmrank.training.refined import check_method, student_meta
+
+        r, s = self.recipe.refine, self.recipe.distill
+        if s is None:
+            raise LlmrankError("key 'refine': a refine stage refines the distilled student; add a 'distill' section")
+        if r.method == "grpo":
+            from llmrank.training.grpo import check_use_vllm
+
+            check_use_vllm(bool(r.training.get("use_vllm")))
+        folder, meta = student_meta(self.stage_dir("distill"))
+        check_method(r.method, meta.get("kind", "pointwise"), "refine.method")
+        data, _ = self.train_data()
+        teacher = read_teacher_run(self.teacher_path())
+        out = self.stage_dir("refine")
+        targs = {"per_device_train_batch_size": 1, "max_steps": 50, "logging_steps": 5, "save_steps": 25,
+                 "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed, "use_cpu": not _cuda(),
+                 "bf16": _cuda(), "gradient_checkpointing": False, **r.training, "output_dir": str(out)}
+        if r.method == "grpo":  # one step's generations on a device: whole groups of num_generations
+            targs = {"num_generations": 4, "max_completion_length": 128, **targs}
+            if "per_device_train_batch_size" not in r.training:
+                targs["per_device_train_batch_size"] = targs["num_generations"]
+        args = make_trainer_config(r.method, targs)
+        state = _state()
+        if state.is_main_process:
+            _stale_checkpoints(out, self.manifest_hash("refine"))
+        state.wait_for_everyone()
+        last = _last_checkpoint(out)
+        resume = str(last) if last else None
+        opts = dict(r.options)
+        if r.method == "grpo":
+            from transformers import AutoTokenizer
+
+            from llmrank.training.grpo import build_grpo_prompts, train_grpo
+
+            rows = build_grpo_prompts(data, teacher, meta, AutoTokenizer.from_pretrained(folder), seed=self.recipe.seed, **opts)
+            set_seed(self.recipe.seed)  # before the new LoRA is initialised (as for distill)
+            train_grpo(self.stage_dir("distill"), rows, args, [x.model_dump() for x in r.rewards], r.lora, s.dtype,
+                       resume=resume)
+            return {"inputs": {"student": str(self.student_dir()), "prompts": len(rows)}}
+        from llmrank.training.dpo import build_dpo_rows, train_dpo
+
+        pairs = out / "pairs.json"  # built once, by the main process (it scores or samples with the student)
+        if state.is_main_process and not _fresh(pairs, self.manifest_hash("refine")):
+            set_seed(self.recipe.seed)
+            rows, stats = build_dpo_rows(self.stage_dir("distill"), data, teacher, out, opts, s.dtype,
+                                         self.recipe.seed, self.progress)
+            atomic_write_text(pairs, json.dumps({"config_hash": self.manifest_hash("refine"), "stats": stats, "rows": rows}))
+        state.wait_for_everyone()
+        saved = json.loads(pairs.read_text())
+        set_seed(self.recipe.seed)
+        train_dpo(self.stage_dir("distill"), saved["rows"], args, r.lora, s.dtype, resume=resume,
+                  info={"pair_stats": saved["stats"]})
+        return {"inputs": {"student": str(self.student_dir()), "pairs": len(saved["rows"])}, "pairs": saved["stats"]}
 
     def stage_eval(self) -> dict:
         from llmrank.eval.run_eval import evaluate_recipe
@@ -265,6 +335,8 @@ class Runner:
         students = {}
         if self.recipe.distill is not None:
             students["student"] = (self.student_dir(), self.manifest_hash("distill"))
+        if self.recipe.refine is not None:
+            students["student_refined"] = (self.refined_dir(), self.manifest_hash("refine"))
         return evaluate_recipe(self.recipe, self.stage_dir("eval"), students, progress=self.progress)
 
     def stage_export(self) -> dict:
@@ -352,6 +424,14 @@ def _stale_checkpoints(out: Path, config_hash: str) -> None:
         if last is None or int(ckpt.name.split("-", 1)[1]) > int(last.name.split("-", 1)[1]):
             shutil.rmtree(ckpt, ignore_errors=True)
     atomic_write_text(marker, json.dumps({"config_hash": config_hash}))
+
+
+def _fresh(path: Path, config_hash: str) -> bool:
+    """Whether a stage's intermediate file exists and was written for this configuration."""
+    try:
+        return json.loads(path.read_text()).get("config_hash") == config_hash
+    except (OSError, ValueError):
+        return False
 
 
 def _cuda() -> bool:

@@ -30,7 +30,7 @@ VPY="$WORK/venv/bin/python"
 
 mkdir -p "$WORK/outside"
 cd "$WORK/outside"
-"$VPY" - "$WORK/venv" <<'PY'
+"$VPY" - "$WORK/venv" "$REPO" <<'PY'
 import json, sys
 from pathlib import Path
 import llmrank
@@ -57,8 +57,10 @@ items = [{"query": "how do mosquito nets prevent malaria", "hits": [
 Path("data").mkdir(exist_ok=True)
 Path("data/cands.json").write_text(json.dumps(items))
 Path("data/qrels.txt").write_text("q1 0 a0 2\nq1 0 a3 1\nq2 0 b1 2\nq2 0 b2 1\n")
-from llmrank.models import build_tiny_llama
+sys.path.insert(0, str(Path(sys.argv[2]) / "tests"))  # the tests' tiny-model builder (llmrank stays the wheel's)
+from _tiny import build_tiny_llama
 build_tiny_llama("model", seed=0)
+assert venv in Path(sys.modules["llmrank.models"].__file__).resolve().parents
 print(f"[check_wheel] llmrank {llmrank.__version__} from {where.parent}")
 PY
 "$WORK/venv/bin/llmrank" rerank data/cands.json --model model --prompt prompts/yes_no.yaml --top-k 4 -o run.trec

@@ -186,6 +186,7 @@ def test_injection_row_sees_the_attacked_text_only_in_the_attacked_run(tiny_mode
     for q, texts in attacked_seen.items():
         diff = [i for i, (x, y) in enumerate(zip(clean_seen[q], texts)) if x != y]
         assert len(diff) == 1 and texts[diff[0]].endswith(PLAIN)
+    assert set(row["clean"]) == {"top1", "top3"} and row["clean"]["top1"] <= row["clean"]["top3"]
     v = row["variants"]["plain"]
     assert v["attacked_queries"] == len(data.queries) and 0 <= v["top1"] <= v["top3"] <= 1
     assert math.isfinite(v["ndcg@10_drop"])
@@ -407,3 +408,20 @@ def test_recipe_compare_section(compared, tiny_model_dir, tmp_path):
     bad.write_text(recipe.read_text().replace("top_k: 5", "top_kk: 5"))
     code, _, err = _cli(["compare", str(bad), "-o", str(out)])
     assert code == 2 and "bad.yaml" in err and "top_kk" in err
+
+
+def test_generating_method_reports_its_repair_share(tiny_model_dir, tmp_path):
+    """A listwise cell on the tiny random model writes garbage permutations: the table's repaired share is
+    the share of its windows the parser had to repair, read from the cell's records."""
+    from llmrank.eval.compare import Cell, CompareSettings, compare
+    from llmrank.teacher import read_teacher_run
+
+    data = tiny_data()
+    cell = Cell("listwise", str(tiny_model_dir), None, "hf", {"dtype": "float32"}, {"window": 5, "step": 2, "max_tokens": 12})
+    res = compare(data, data.candidates, [cell], tmp_path, CompareSettings(top_k=5))
+    row = next(r for r in res["rows"] if r["cell"] is not None)
+    recs = read_teacher_run(tmp_path / row["file"])
+    windows = sum(r["cost"]["calls"] for r in recs.values())
+    repaired = sum(r["cost"].get("repaired_windows", 0) for r in recs.values())
+    assert windows == len(data.queries) and row["cost"]["completion_tokens_per_query"] > 0
+    assert row["repaired_share"] == pytest.approx(repaired / windows) and row["failed_share"] is not None

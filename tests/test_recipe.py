@@ -509,6 +509,12 @@ def test_run_writes_manifests_report_plots_and_table(pipeline):
     assert set(pipeline["metrics"]["tiny-test"]) == {"first_stage", "teacher", "student_before", "student"}
     for stage in ("teach", "distill", "eval"):
         assert f"[{stage}] running" in pipeline["stderr"]
+    # stderr is not a terminal here: periodic progress lines instead of bars, ending with the last query
+    assert f"[teach] teacher: {N_TRAIN}/{N_TRAIN} queries" in pipeline["stderr"]
+    for row in ("teacher", "student_before", "student"):
+        assert f"[eval] tiny-test: {row}: 4/4 queries" in pipeline["stderr"]
+    assert "| ranker | Kendall τ vs teacher | nDCG@10 vs teacher | nDCG@10 vs qrels |" in report
+    assert "## Learning curve" in report and (root / "eval" / "learning-curve.png").is_file()
 
 
 def test_rerun_skips_every_stage_and_set_reruns_only_what_changed(pipeline):
@@ -645,7 +651,13 @@ def test_accelerate_two_cpu_processes_shard_the_teacher(pipeline):
     one = pipeline["teacher"]
     assert list(two) == list(one)  # joined in query order
     for qid, rec in one.items():
-        assert two[qid] == rec, qid  # key, ranking and scores
+        # the same key and the same scores per document; the float sums of batches that mix other queries
+        # (queries in flight) may differ in the last digits, so near-ties may come in another order
+        assert two[qid]["key"] == rec["key"], qid
+        mine = dict(zip(two[qid]["ranking"], two[qid]["scores"]))
+        theirs = dict(zip(rec["ranking"], rec["scores"]))
+        assert mine.keys() == theirs.keys(), qid
+        assert [mine[d] for d in theirs] == pytest.approx([theirs[d] for d in theirs], rel=1e-5, abs=1e-6), qid
 
 
 # -- stage bookkeeping without a model -------------------------------------------------------------------

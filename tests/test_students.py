@@ -131,6 +131,11 @@ def test_one_config_from_a_recipe_section(tmp_path):
     assert (cfg.loss, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == ("ranknet", 4, 8, 0.05)
     assert (cfg.max_steps, cfg.learning_rate, cfg.seed, cfg.per_device_train_batch_size) == (7, 2e-4, 3, 1)
     assert cfg.output_dir == str(tmp_path / "out") and cfg.report_to == []
+    # epochs without max_steps: llmrank's default max_steps must not override them (reasoning-grpo.yaml)
+    path.write_text("name: t\ndata: {dataset: /x}\nteacher: {method: rationale}\ndistill:\n  kind: reasoning\n"
+                    "  training: {num_train_epochs: 2}\n")
+    cfg = get_student("reasoning").make_config(load_recipe(path).distill, tmp_path / "out")
+    assert (cfg.num_train_epochs, cfg.max_steps) == (2, -1)
 
 
 BAD_RECIPES = [  # (id, distill/eval text, --set, what the message must name)

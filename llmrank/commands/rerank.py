@@ -25,7 +25,7 @@ def add_model_arguments(p) -> None:
     p.add_argument("--dtype", type=dtype_name, default="auto",
                    help="hf/vllm weights dtype: auto (bfloat16 where the GPU or CPU computes it natively — avx512_bf16 "
                         "or AMX — else float32) | float32 | bfloat16")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="prompts per forward pass (hf; default 4 on CPU, 16 on GPU)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="prompts per forward pass (hf; default 4 on CPU and 16 on GPU for scoring, 16 for generation)")
     p.add_argument("--in-flight", type=positive_int, default=None,
                    help="queries ranked at once, their prompts sent to the backend together (default: sized for "
                         "the backend: hf 8 on CPU / 64 on GPU, vllm 256, openai 4 x --concurrency)")

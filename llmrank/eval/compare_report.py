@@ -59,10 +59,12 @@ def injection_table(result: dict) -> list[str]:
     if not inj:
         return []
     variants = list(next(iter(inj.values()))["variants"])
-    head = ["cell"] + [f"{v}: top-1 / top-3 / ΔnDCG@10" for v in variants] + ["mean top-1", "mean top-3", "mean ΔnDCG@10"]
+    head = (["cell", "no attack: top-1 / top-3"] + [f"{v}: top-1 / top-3 / ΔnDCG@10" for v in variants]
+            + ["mean top-1", "mean top-3", "mean ΔnDCG@10"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in inj.items():
-        cells = [name]
+        c = row.get("clean") or {}
+        cells = [name, f"{100 * c.get('top1', 0):.0f}% / {100 * c.get('top3', 0):.0f}%"]
         for v in variants:
             x = row["variants"][v]
             cells.append(f"{100 * x['top1']:.0f}% / {100 * x['top3']:.0f}% / {x['ndcg@10_drop']:+.4f}")
@@ -70,8 +72,9 @@ def injection_table(result: dict) -> list[str]:
         cells += [f"{100 * mn['top1']:.0f}%", f"{100 * mn['top3']:.0f}%", f"{mn['ndcg@10_drop']:+.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     n = next(iter(inj.values()))["variants"][variants[0]]["attacked_queries"]
-    return lines + ["", f"Attacked queries: {n} (one non-relevant candidate each). ΔnDCG@10 = clean − attacked "
-                        "(positive: the attack hurt)."]
+    return lines + ["", f"Attacked queries: {n} (one non-relevant candidate each). top-1 / top-3: share of queries "
+                        "whose target document is ranked first / in the first three; 'no attack' is the same target in "
+                        "the clean run. ΔnDCG@10 = clean − attacked (positive: the attack hurt)."]
 
 
 def plots(result: dict, out: Path, stem: str) -> list[str]:

@@ -134,8 +134,9 @@ def injection_row(rank: Callable[[RankingData, Candidates, str], Candidates], da
 
     ``rank(data, candidates, variant)`` reranks the top-``top_k`` of ``candidates`` over ``data`` and
     returns the run (a teacher-cached ``rerank_all``, or plain ``reranker.rerank_all(...)[0]``);
-    ``clean_run`` is the same ranker's run without attack. Returns ``{"targets", "variants": {variant:
-    {"top1", "top3", "ndcg@10", "ndcg@10_drop", "per_query", "run"}}, "mean": {...}}``.
+    ``clean_run`` is the same ranker's run without attack. Returns ``{"targets", "clean": {"top1", "top3"}
+    (the targets' place without the attack), "variants": {variant: {"top1", "top3", "attacked_queries",
+    "ndcg@10", "ndcg@10_drop", "per_query"}}, "mean": {"top1", "top3", "ndcg@10_drop"}}``.
     """
     from llmrank.eval.metrics import evaluate
 
@@ -145,7 +146,8 @@ def injection_row(rank: Callable[[RankingData, Candidates, str], Candidates], da
     judged = [q for q in clean_run.qids() if q in data.qrels]
     clean = evaluate(clean_run.subset(judged).top(top_k), data.qrels, ["ndcg@10"], per_query=True)["ndcg@10"]
     clean_mean = sum(clean.values()) / max(len(clean), 1)
-    out: dict = {"targets": targets, "variants": {}}
+    base = attack_success(clean_run.top(top_k), targets)  # where the targets sit without the attack
+    out: dict = {"targets": targets, "clean": {"top1": base["top1"], "top3": base["top3"]}, "variants": {}}
     for variant in variants:
         adata, acands = attack(data, candidates, targets, variant, method, prompt)
         run = restore_ids(rank(adata, acands, variant), variant, targets).top(top_k)

@@ -1,15 +1,24 @@
-"""The run report: ``runs/<name>/report.md`` with one table per eval dataset (first stage, teacher,
-student before and after distillation: quality and cost per query, and the teacher→student speed-up),
-PNG plots (score distributions of teacher vs student; per-query nDCG@10 deltas), and the same table for
-the terminal."""
+"""The run report: ``runs/<name>/report.md``.
+
+- what the run demonstrates and what it does not (the recipe's ``eval.note``);
+- the student's learning curve (training loss per logged step, first vs last quarter; PNG);
+- per eval dataset: the table of first stage, teacher, student before and after distillation (quality and
+  cost per query), the cost per query side by side with the teacher-to-student ratio
+  (:mod:`llmrank.eval.costs`), student–teacher agreement (Kendall τ and nDCG@10 against the teacher's
+  ranking, :mod:`llmrank.eval.agreement`) next to nDCG@10 against the qrels, and PNG plots (score
+  distributions; per-query nDCG@10 deltas);
+
+and the same tables for the terminal."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_before": "student, zero-shot",
-          "student": "student, distilled"}
+from llmrank.eval.costs import LABELS
+REWARD_CURVES = {"grpo": [("reward", "mean reward")],
+                 "dpo": [("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin")]}
+"""What the report plots against step for each refine method (keys of the trainer's logged rows)."""
 
 
 def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
@@ -71,7 +80,7 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    dist = [r for r in ("teacher", "student_before", "student") if r in rows]
+    dist = [r for r in ("teacher", "student_before", "student", "student_refined") if r in rows]
     if dist:
         fig, axes = plt.subplots(1, len(dist), figsize=(4 * len(dist), 3))
         axes = [axes] if len(dist) == 1 else axes
@@ -103,6 +112,83 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
     return files
 
 
+def _refine_plot(runner) -> tuple[list[str], str | None]:
+    """The refine stage's reward curve (GRPO: mean reward; DPO: reward accuracy and margin) against step, and
+    a line comparing the first and the last quarter of the logged steps."""
+    from llmrank.training.refined import read_trainer_log
+
+    r = runner.recipe.refine
+    rows = read_trainer_log(runner.stage_dir("refine")) if r is not None else []
+    curves = [(k, name) for k, name in REWARD_CURVES.get(r.method if r else "", []) if any(k in x for x in rows)]
+    if not curves:
+        return [], None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3))
+    axes = [axes] if len(curves) == 1 else axes
+    summary = []
+    for ax, (key, name) in zip(axes, curves):
+        pts = [(x["step"], x[key]) for x in rows if key in x]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color="tab:purple")
+        ax.set_xlabel("step")
+        ax.set_title(f"{r.method.upper()}: {name}", fontsize=9)
+        q = max(1, len(pts) // 4)
+        first, last = sum(v for _, v in pts[:q]) / q, sum(v for _, v in pts[-q:]) / q
+        summary.append(f"{name} {first:.4f} (mean of the first quarter of {len(pts)} logged steps) → {last:.4f} "
+                       "(last quarter)")
+    fig.tight_layout()
+    f = runner.root / "refine-reward.png"
+    _save_png(fig, f)
+    plt.close(fig)
+    return [f.name], "Refinement: " + "; ".join(summary) + "."
+
+
+def _agreement_table(name: str, rows: dict, eval_dir: Path) -> list[str]:
+    """Kendall τ and nDCG@10 of each student row against the teacher's ranking, next to nDCG@10 vs qrels."""
+    from llmrank.data import read_run
+    from llmrank.eval.agreement import agreement
+
+    teacher_run = eval_dir / name / "teacher.trec"
+    if "teacher" not in rows or not teacher_run.is_file():
+        return []
+    teacher = read_run(teacher_run)
+    lines = ["| ranker | Kendall τ vs teacher | nDCG@10 vs teacher | nDCG@10 vs qrels |", "|---|---|---|---|"]
+    for row in ("first_stage", "student_before", "student", "student_refined"):
+        f = eval_dir / name / f"{row}.trec"
+        if row not in rows or not f.is_file():
+            continue
+        # the rows rerank the same top-k; compare them there (the first stage's list may run deeper)
+        k = len(next(iter(teacher.items()))[1]) if len(teacher) else 0
+        a = agreement(read_run(f).top(k), teacher)
+        lines.append(f"| {LABELS.get(row, row)} | {a['kendall_tau']:.3f} | {a['ndcg@10_vs_teacher']:.4f} | "
+                     f"{rows[row]['metrics'].get('ndcg@10', float('nan')):.4f} |")
+    return lines if len(lines) > 2 else []
+
+
+def _learning_curve(runner, eval_dir: Path) -> list[str]:
+    from llmrank.eval.curve import plot_curve, quarters, read_log
+
+    rows = read_log(runner.stage_dir("distill") / "adapter" / "trainer_log.json")
+    q = quarters(rows)
+    if q is None:
+        return []
+    md = ["## Learning curve", "",
+          f"Training loss over {q['last_step']} steps ({q['logged_steps']} logged): mean {q['first_quarter']:.4f} over "
+          f"the first quarter of the logged steps, {q['last_quarter']:.4f} over the last quarter "
+          f"(last/first = {q['ratio']:.2f}).", ""]
+    info = runner.stage_dir("distill") / "adapter" / "training_info.json"
+    if info.is_file():
+        i = json.loads(info.read_text())
+        md += [f"{i.get('global_step')} steps of {i.get('per_device_train_batch_size')} group(s) × {i.get('world_size')} "
+               f"process(es) over {i.get('groups')} training groups.", ""]
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    plot_curve(rows, eval_dir / "learning-curve.png", f"{runner.recipe.name}: training loss", _save_png)
+    return md + [f"![learning curve]({eval_dir.name}/learning-curve.png)", ""]
+
+
 def write_report(runner) -> str:
     """Write ``report.md`` (+ plots) from the eval stage's rows; return the table as terminal text."""
     ev = runner.recipe.eval
@@ -125,7 +211,18 @@ def write_report(runner) -> str:
         d = recipe.distill
         how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
         md.append(f"Student ({d.kind}): `{d.model}` + LoRA, {how}, prompt `{d.prompt}`, training {d.training}")
+    if recipe.refine:
+        rf = recipe.refine
+        md.append(f"Refinement: **{rf.method}**"
+                  + (f", rewards {[(x.name, x.weight) for x in rf.rewards]}" if rf.rewards else "")
+                  + f", training {rf.training}")
+        files, line = _refine_plot(runner)
+        if line:
+            md += ["", line, *[f"![{f}]({f})" for f in files]]
     md.append("")
+    if getattr(ev, "note", None):
+        md += [f"**What this run shows.** {ev.note.strip()}", ""]
+    md += _learning_curve(runner, eval_dir)
     terminal = []
     results = eval_dir / "results.json"
     if results.is_file():  # the datasets of the last evaluation, in recipe order (not stale folders)
@@ -144,15 +241,20 @@ def write_report(runner) -> str:
         n = next(iter(rows.values()))["queries"]
         table = _table(rows, ev.metrics, ev.top_k)
         md += [f"## {name} ({n} queries, top-{ev.top_k} reranked)", "", *table, ""]
-        tc, sc = rows.get("teacher", {}).get("cost", {}), rows.get("student", {}).get("cost", {})
-        if tc.get("seconds_per_query") and sc.get("seconds_per_query"):
-            line = (f"Teacher → student speed-up: {tc['seconds_per_query'] / sc['seconds_per_query']:.1f}× "
-                    f"in seconds per query on this machine")
-            if tc.get("calls_per_query") and sc.get("calls_per_query"):
-                line += f"; {tc['calls_per_query'] / sc['calls_per_query']:.1f}× in model calls"
-            md += [line + ".", ""]
+        from llmrank.eval.costs import cost_lines
+
+        costs = cost_lines(rows)
+        md += [*costs, ""] if costs else []
+        agree = _agreement_table(name, rows, eval_dir)
+        if agree:
+            md += ["Student–teacher agreement (how well each ranking reproduces the teacher's order on the same "
+                   "candidates), next to quality against the qrels:", "", *agree, ""]
+        if "student" in rows and "student_refined" in rows:
+            md += ["Refined − distilled student: " + ", ".join(
+                f"{m} {rows['student_refined']['metrics'].get(m, float('nan')) - rows['student']['metrics'].get(m, float('nan')):+.4f}"
+                for m in ev.metrics) + ".", ""]
         md += [f"![{f}]({eval_dir.name}/{f})" for f in _plots(name, rows, eval_dir)] + [""]
-        terminal += [f"{name} ({n} queries)", *table, ""]
+        terminal += [f"{name} ({n} queries)", *table, *costs, *agree, ""]
     _write_if_changed(runner.root / "report.md", "\n".join(md).encode("utf-8"))
     terminal.append(f"report: {runner.root / 'report.md'}")
     return "\n".join(terminal)

@@ -67,6 +67,8 @@ def row_key(recipe, entry: EvalDataset, row: str, students: dict | None = None) 
                                                              "max_new_tokens")}
     elif students and row in students:
         parts["student"] = students[row][1]
+    elif row == "first_stage":
+        parts["cost"] = "timed"  # rows written before the first stage was timed carry no cost
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -102,11 +104,14 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
                     continue
             print(f"[eval] {name}: {row} …", file=sys.stderr)
             if row == "first_stage":
-                run, cost = first.top(ev.top_k), {}
+                from llmrank.eval.costs import first_stage_cost
+
+                run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
             else:
                 reranker = _reranker(recipe, row, data.qrels, students)
                 if ev.in_flight:
                     reranker.in_flight = ev.in_flight
+                # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
                 run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
                 run = run.top(ev.top_k)
                 cost = total_cost(rankings)

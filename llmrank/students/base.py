@@ -90,8 +90,12 @@ class Student:
         defaults; ``training`` replaces the section's ``training`` when given."""
         import torch
 
-        kw = {**cls.training_defaults, "seed": seed, "use_cpu": not torch.cuda.is_available()}
-        kw.update(dict(getattr(section, "training", None) or {}) if training is None else training)
+        given = dict(getattr(section, "training", None) or {}) if training is None else dict(training)
+        defaults = dict(cls.training_defaults)
+        if "num_train_epochs" in given and "max_steps" not in given:  # a default max_steps would override epochs
+            defaults.pop("max_steps", None)
+        kw = {**defaults, "seed": seed, "use_cpu": not torch.cuda.is_available()}
+        kw.update(given)
         kw.update(fields_kwargs(cls.fields, section))
         kw.update(extra)
         kw["output_dir"] = str(output_dir)
