@@ -22,27 +22,37 @@ vLLM rows run this script again under the vLLM python (``$LLMRANK_VLLM_PYTHON`` 
 reused prefix KV cache) and per generated token, plus the LM head on every generated token. The ceiling is a
 square ``--peak-n`` matmul in the same dtype and thread count, measured in the same process right after.
 
-Findings (profiles on this 2-core avx512_bf16 box, SmolLM2-135M, torch 2.13; see the closing note of
-issue 14 for the numbers of a run):
+Findings (torch.profiler on this 2-core avx512_bf16 box, SmolLM2-135M bf16, 8 DL19 pairs of one query through
+``PointwiseReranker``, torch 2.13, machine shared with other jobs at load average ~15):
 
-- The pointwise hf path does ~2× less work than the naive loop before any kernel speed-up: the shared
-  instruction+query prefix is run once per query (about a third of each prompt's tokens on DL19), and
-  the LM head runs on the last position and the label rows only (the naive loop computes 49k-wide logits at
-  every position: ~20% of its FLOPs). What remains is the decoder body on document tokens.
-- In the body, ``torch.profiler`` puts matmuls (``aten::mm``) at about a third of the time in bf16;
-  the rest is elementwise work that runs at memory speed: RMSNorm (``pow``/``mean``/``mul``, with
-  fp32 up-casts: ``copy_``), RoPE (``neg``/``cat``/``mul``/``add``), SiLU·up, residual adds, and the KV
-  concatenation of the cached prefix (``cat``). With hidden size 576 these ops cost as much as the
-  matmuls, so a 135M model cannot reach the square-matmul ceiling on a CPU: the bound is the share of
-  elementwise time, not batching. Larger models (hidden ≥ 2048) move it toward the ceiling.
-- Threads: on an oversubscribed machine (load average far above the core count, as here with other jobs)
-  each OpenMP-parallel elementwise op waits for every thread to be scheduled: a bf16 ``mul`` of a
-  [4, 150, 1536] tensor took 22.6 ms with 2 threads and 0.66 ms with 1 thread at load ~20. ``--threads 1``
-  is then several times faster; on a quiet machine use every core.
-- The label-logit methods (pairwise, setwise) score few prompts per request (2 per pairwise comparison, 1
-  per setwise set): one query alone gives batches of 1–2 rows, and a comparison cannot share a prefix KV
-  cache beyond the instruction. In flight, the requests of many queries fill the batches, which is what
-  brings their prompt-token rate toward the pointwise path's (part d).
+- Work: the hf path does less work than the naive loop before any kernel speed-up: the shared
+  instruction+query prefix runs once per query (``prefix_tokens_saved``), and the LM head runs on the last
+  position and the label rows only, where the naive loop computes 49k-wide logits at every position (~26% of
+  its FLOPs for this model, at high matmul efficiency: that is why the naive row's ceiling fraction looks
+  good). The remaining time is the decoder body on document tokens.
+- What bounds hf / naive (part b, 40 pairs = 2 DL19 queries × 20, bf16, 1 thread, load ~8): the naive loop does
+  1748 GFLOP (1380 in the body on 6501 prompt tokens, 368 in the full LM head at every position) at 83% of the
+  bf16 ceiling; the hf path does 1090 GFLOP (the body on 6501 − 1368 prefix-reused tokens) at 87%. 1.60× less
+  work × the efficiency gives 1.69×. What is left is the body on document tokens, each computed once; 2× would
+  need 20% fewer of them (shorter documents), not a faster kernel: at 87% of the ceiling the path is within
+  13% of what the matmul rate allows.
+- Where the body's time goes, 1 thread: ``aten::mm`` 81%, attention (``sdpa`` flash kernel for CPU) 9%,
+  elementwise ops (RMSNorm ``pow``/``mul``, RoPE, SiLU, residual ``add``, fp32 up-casts ``copy_``, the prefix
+  KV ``cat``) ~8%. The path is matmul-bound; its ceiling is the matmul rate at the model's shapes (M = batch ×
+  suffix tokens ≈ 600, K = 576, N = 192…1536), which is what the ceiling column compares with.
+- With 2 threads on the oversubscribed box the picture inverts: ``mm`` 32%, elementwise ops 63%
+  (``mul`` 17.6%, ``copy_`` 11.3%, ``cat`` 9.9%, ``add`` 7.5%, …). Every OpenMP-parallel op waits until both
+  threads are scheduled: a bf16 ``mul`` of a [4, 150, 1536] tensor took 22.6 ms with 2 threads and 0.66 ms
+  with 1 at load ~20. ``--threads 1`` is then several times faster; on a quiet machine use every core.
+- dtype: on this loaded box, best of 5, 1 thread: fp32 1024² matmul 18.8 GFLOP/s, bf16 11.4; at the model's
+  shape 19.5 vs 11.4; 2 threads: 13.6 vs 13.0 and 10.4 vs 13.9. bf16 was not faster here; part (b) prints
+  both dtypes side by side.
+- Label-logit methods (pairwise, setwise) send 1–2 prompts per request, and a comparison shares only the
+  instruction with the other prompts of its query, so one query alone runs batches of 1–2 rows with little
+  prefix reuse. In flight, the requests of many queries fill the hf batches (``HFBackend.run_requests``),
+  and vLLM gets every query's next comparisons in one engine call.
+- vLLM rows use the engine's own threads (every core), so their ceiling fraction is taken against the
+  all-core matmul rate (``--peak-n`` square, every core), printed separately.
 """
 
 from __future__ import annotations
@@ -261,7 +271,7 @@ def describe(rows: list[dict], body: int, head: int, peaks: dict, header: bool =
         gen = c.get("completion_tokens", 0)
         flops = 2 * body * (computed + gen) + 2 * head * (gen + c.get("naive_full_logits", 0))
         r["gflops"] = flops / r["seconds"] / 1e9
-        peak = peaks.get(r["dtype"])
+        peak = peaks.get(r["dtype"] + ("/all cores" if r["backend"].startswith("vllm") else ""))
         r["ceiling_fraction"] = flops / r["seconds"] / peak if peak else None
         r["prompt_tok_s"] = c.get("prompt_tokens", 0) / r["seconds"]
         r["gen_tok_s"] = gen / r["seconds"]
@@ -352,6 +362,10 @@ def main() -> None:
           flush=True)
     dtypes = sorted({args.dtype} | (set(args.dtypes_b.split(",")) if "b" in parts else set()))
     peaks = {d: matmul_peak(d, args.peak_n) for d in dtypes}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    peaks.update({f"{d}/all cores": matmul_peak(d, args.peak_n) for d in dtypes})
+    torch.set_num_threads(threads)
     body, head = model_params(args.model)
     print(f"matmul ceiling ({args.peak_n}², {torch.get_num_threads()} threads): "
           + ", ".join(f"{d} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items()), flush=True)

@@ -2,7 +2,7 @@
 
 Each method runs ``rerank_all`` over the same queries twice on the tiny random model in fp32: one query at a
 time (``in_flight = 1``) and with all of them in flight (their requests answered together, wave by wave,
-hf batches mixing queries). Rankings, scores (to float noise of batch composition), comparison counts,
+hf batches mixing queries: ``mix_requests=True``, the GPU default). Rankings, scores (to float noise of batch composition), comparison counts,
 calls and tokens must agree; the in-flight run must really have put several queries in one wave.
 """
 
@@ -38,7 +38,7 @@ def _data(n_queries: int = 3, n_docs: int = 6, seed: int = 0) -> RankingData:
 def backend(tiny_model_dir):
     from llmrank.backends.hf import HFBackend
 
-    return HFBackend(str(tiny_model_dir), dtype="float32", batch_size=4)
+    return HFBackend(str(tiny_model_dir), dtype="float32", batch_size=4, mix_requests=True)
 
 
 class WaveSpy:

@@ -83,7 +83,7 @@ class HFBackend(Backend):
 
     def __init__(self, model: str, dtype: str = "float32", device: str | None = None, batch_size: int | None = None,
                  max_batch_tokens: int = 8192, prefix_reuse: bool = True, model_obj=None, tokenizer=None,
-                 generate_batch_size: int | None = None):
+                 generate_batch_size: int | None = None, mix_requests: bool | None = None):
         super().__init__(model)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -114,6 +114,10 @@ class HFBackend(Backend):
         self.generate_batch_size = generate_batch_size or batch_size or 16
         self.max_batch_tokens = max_batch_tokens
         self.prefix_reuse = prefix_reuse
+        # rows of different requests (queries) share batches: on by default on a GPU, where small requests
+        # (pairwise comparisons, setwise sets) would leave it idle. Off on CPU, where batches of one request are
+        # already efficient and each query's numbers then do not depend on the queries in flight with it
+        self.mix_requests = self.device.type == "cuda" if mix_requests is None else mix_requests
         # queries kept in flight by rerank_all: enough requests per wave to fill batches (see run_requests)
         self.default_in_flight = 64 if self.device.type == "cuda" else 8
         self.max_length = getattr(self.tokenizer, "model_max_length", None) or 2048
@@ -175,8 +179,8 @@ class HFBackend(Backend):
         With ``prefix_reuse`` each group's shared token prefix (instruction + query) is run once and its KV
         cache reused; batches are formed over the suffixes of ALL groups by length (rows of different
         groups, with prefixes of different lengths, share a batch: their cached prefixes are left-padded and
-        masked, and positions continue each row's own prefix); a group of at least ``batch_size`` sequences is
-        batched on its own, so its numbers do not depend on the other groups. Returns per group the ``[n, V or
+        masked, and positions continue each row's own prefix) when ``mix_requests``; a group of at least
+        ``batch_size`` sequences is always batched on its own, so its numbers do not depend on the other groups. Returns per group the ``[n, V or
         len(token_ids)]`` rows and its cost: ``calls``, ``prompt_tokens``, ``prefix_tokens_saved`` exactly,
         ``seconds`` shared by the tokens each group computed.
         """
@@ -209,8 +213,9 @@ class HFBackend(Backend):
         sliding = getattr(lm.config, "sliding_window", None) or getattr(getattr(lm.config, "text_config", None), "sliding_window", None)
         # a request that fills batches by itself is batched alone, so its scores do not depend on which other
         # queries are in flight (a resumed teacher run writes the same numbers); smaller requests (a pairwise
-        # comparison, a setwise set) share batches, which is where queries in flight pay off on hf
-        keys = [(gi if len(groups[gi]) >= self.batch_size else -1, prefix_len[gi] if sliding else 0) for gi, _ in rows]
+        # comparison, a setwise set) share batches when ``mix_requests``
+        keys = [(gi if len(groups[gi]) >= self.batch_size or not self.mix_requests else -1, prefix_len[gi] if sliding else 0)
+                for gi, _ in rows]
         for batch in self._batches([len(groups[gi][r]) - prefix_len[gi] for gi, r in rows], keys):
             brows = [rows[i] for i in batch]
             input_ids, mask = self._pad([groups[gi][r][prefix_len[gi]:] for gi, r in brows])
