@@ -25,7 +25,8 @@ from llmrank.eval.metrics import evaluate
 from llmrank.rerankers.oracle import OracleReranker
 from llmrank.rerankers.pointwise import PointwiseReranker
 from llmrank.teacher import read_teacher_run
-from llmrank.training.distill import DistillConfig, load_student, train_distill
+from llmrank.students import load_student
+from llmrank.students.pointwise import PointwiseStudent
 from llmrank.training.examples import build_groups
 
 DATA = Path(os.environ.get("LLMRANK_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -71,13 +72,13 @@ def main() -> None:
         groups = build_groups(train, teacher, args.group_size)
         for loss in args.losses:
             out = Path(args.out) / f"{tname}-{loss}"
-            cfg = DistillConfig(model=args.model, loss=loss, group_size=args.group_size, max_doc_tokens=args.max_doc_tokens,
-                                lora_dropout=0.0, dtype="bfloat16")
-            targs = TrainingArguments(output_dir=str(out), max_steps=args.steps, learning_rate=args.lr,
-                                      per_device_train_batch_size=1, gradient_accumulation_steps=2, warmup_steps=5,
-                                      logging_steps=10, save_strategy="no", report_to=[], use_cpu=True, bf16=True, seed=0)
+            cfg = PointwiseStudent.config_class()(
+                model=args.model, loss=loss, group_size=args.group_size, max_doc_tokens=args.max_doc_tokens,
+                lora_dropout=0.0, dtype="bfloat16", merge=False, output_dir=str(out), max_steps=args.steps,
+                learning_rate=args.lr, per_device_train_batch_size=1, gradient_accumulation_steps=2, warmup_steps=5,
+                logging_steps=10, save_strategy="no", report_to=[], use_cpu=True, bf16=True, seed=0)
             t1 = time.perf_counter()
-            train_distill(cfg, groups, targs)
+            PointwiseStudent.train(cfg, groups)
             secs = time.perf_counter() - t1
             after = ndcg(load_student(out / "adapter", dtype="bfloat16"), test, test_c, args.k)
             rows.append({"teacher": tname, "loss": loss, "steps": args.steps, "train_seconds": secs, "ndcg@10": after,

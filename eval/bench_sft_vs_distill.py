@@ -6,10 +6,10 @@
 Both train the same base model with the same LoRA (r 16, alpha 32, dropout 0.05, all-linear), optimizer,
 learning rate, precision, no gradient checkpointing, batches taken in order (no shuffling):
 
-- distill: :func:`llmrank.training.distill.train_distill` (ListNet over groups) on ``steps`` batches of
+- distill: :meth:`llmrank.students.pointwise.PointwiseStudent.train` (ListNet over groups) on ``steps`` batches of
   ``--groups`` groups of ``--group-size`` documents, each scored at the last prompt position
   (``yes_no`` prompt, documents cut to ``--max-doc-tokens``);
-- SFT: trl's ``SFTTrainer`` through :func:`llmrank.training.sft.build_sft_trainer` on the SAME prompts
+- SFT: trl's ``SFTTrainer`` through :func:`llmrank.students.reasoning.build_sft_trainer` on the SAME prompts
   (each group's documents, flattened, ``groups * group_size`` per batch, same order), each followed by the
   teacher's answer "yes"/"no" as the assistant turn (loss on the answer only). llmrank's subclass runs the
   LM head on the answer positions only off CUDA; ``--stock-trl`` measures trl's trainer unchanged.
@@ -94,10 +94,10 @@ class Meter:
                 "tokens_per_s": tokens / seconds, "seqs_per_s": seqs / seconds}
 
 
-def training_args(cls, out: str, n_steps: int, batch: int, a) -> object:
+def training_args(cls, out: str, n_steps: int, batch: int, a, **fields) -> object:
     import torch
 
-    kw = dict(output_dir=out, max_steps=n_steps, per_device_train_batch_size=batch, learning_rate=1e-4,
+    kw = dict(**fields, output_dir=out, max_steps=n_steps, per_device_train_batch_size=batch, learning_rate=1e-4,
               lr_scheduler_type="constant", warmup_steps=0, logging_steps=10**6, save_strategy="no", report_to=[],
               bf16=a.bf16, fp16=False, gradient_checkpointing=False, use_cpu=not torch.cuda.is_available(), seed=0,
               disable_tqdm=True, train_sampling_strategy="sequential", dataloader_num_workers=0)
@@ -105,24 +105,23 @@ def training_args(cls, out: str, n_steps: int, batch: int, a) -> object:
 
 
 def run_distill(path: str, groups: list[dict], a, tmp: Path) -> dict:
-    from transformers import TrainingArguments
-
-    from llmrank.training import distill
+    from llmrank.students import pointwise
 
     meter = Meter(a.warmup)
-    base_trainer, base_collator = distill.DistillTrainer, distill.GroupCollator
+    base_trainer = pointwise._trainer_class()
 
     class Timed(base_trainer):
-        def __init__(self, *args, data_collator=None, **kw):
+        def __init__(self, *args, data_collator=None, callbacks=None, **kw):
             super().__init__(*args, data_collator=meter.wrap(data_collator), callbacks=[meter.callback()], **kw)
 
-    distill.DistillTrainer = Timed
+    pointwise._CACHE["trainer"] = Timed
     try:
-        cfg = distill.DistillConfig(model=path, prompt="yes_no", loss="listnet", group_size=a.group_size,
-                                    max_doc_tokens=a.max_doc_tokens, dtype="float32")
-        distill.train_distill(cfg, groups, training_args(TrainingArguments, str(tmp / "distill"), a.warmup + a.steps, a.groups, a))
+        cfg = training_args(pointwise.PointwiseStudent.config_class(), str(tmp / "distill"), a.warmup + a.steps,
+                            a.groups, a, model=path, prompt="yes_no", loss="listnet", group_size=a.group_size,
+                            max_doc_tokens=a.max_doc_tokens, dtype="float32", merge=False)
+        pointwise.PointwiseStudent.train(cfg, groups)
     finally:
-        distill.DistillTrainer, distill.GroupCollator = base_trainer, base_collator
+        pointwise._CACHE["trainer"] = base_trainer
     return meter.result()
 
 
@@ -142,27 +141,25 @@ def sft_examples(tokenizer, groups: list[dict], max_doc_tokens: int) -> list[dic
 
 def run_sft(path: str, groups: list[dict], a, tmp: Path) -> dict:
     from transformers import AutoTokenizer
-    from trl import SFTConfig
 
-    from llmrank.training.sft import SFTStudentConfig, build_sft_trainer
+    from llmrank.students import reasoning
+    from llmrank.students.reasoning import ReasoningStudent, build_sft_trainer
 
     meter = Meter(a.warmup)
     tok = AutoTokenizer.from_pretrained(path)
     examples = sft_examples(tok, groups, a.max_doc_tokens)
-    cfg = SFTStudentConfig(model=path, max_length=4096, dtype="float32")
-    args = training_args(SFTConfig, str(tmp / "sft"), a.warmup + a.steps, a.groups * a.group_size, a)
+    cfg = training_args(ReasoningStudent.config_class(), str(tmp / "sft"), a.warmup + a.steps, a.groups * a.group_size,
+                        a, model=path, max_length=4096, dtype="float32", merge=False)
     if a.stock_trl:  # trl's SFTTrainer as it is (its CPU loss projects every position onto the vocabulary)
         from trl import SFTTrainer
 
-        from llmrank.training import sft
-
-        original, sft._completion_trainer_class = sft._completion_trainer_class, lambda: SFTTrainer
+        original, reasoning._completion_trainer_class = reasoning._completion_trainer_class, lambda: SFTTrainer
         try:
-            trainer, *_ = build_sft_trainer(cfg, examples, args, callbacks=[meter.callback()])
+            trainer, *_ = build_sft_trainer(cfg, examples, callbacks=[meter.callback()])
         finally:
-            sft._completion_trainer_class = original
+            reasoning._completion_trainer_class = original
     else:
-        trainer, *_ = build_sft_trainer(cfg, examples, args, callbacks=[meter.callback()])
+        trainer, *_ = build_sft_trainer(cfg, examples, callbacks=[meter.callback()])
     trainer.data_collator = meter.wrap(trainer.data_collator)
     trainer.train()
     return meter.result()

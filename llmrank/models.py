@@ -1,4 +1,4 @@
-"""The embedded default models, and a tiny random model for tests.
+"""The embedded default models.
 
 Two small LLMs ship inside PyPI packages as GGUF files, so llmrank runs with no model hub:
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import time
@@ -45,6 +46,8 @@ from llmrank.errors import LlmrankError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 MARKER = "llmrank_prepared.json"
 """Written last into a prepared checkpoint; a directory without it is not a prepared checkpoint."""
@@ -163,7 +166,22 @@ def model_path(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> P
 
 
 def is_prepared(path: Path) -> bool:
-    return (path / MARKER).is_file() and (path / "config.json").is_file()
+    """A complete prepared checkpoint: its marker is there, and every file the marker lists has the size it
+    had when written (a truncated or deleted weight file makes the next use prepare the model again)."""
+    if not ((path / MARKER).is_file() and (path / "config.json").is_file()):
+        return False
+    try:
+        files = json.loads((path / MARKER).read_text()).get("files") or {}
+    except (ValueError, OSError, AttributeError):
+        log.warning("%s: unreadable %s; the model will be prepared again", path, MARKER)
+        return False
+    for name, size in files.items():
+        f = path / name
+        if not f.is_file() or f.stat().st_size != size:
+            log.warning("%s: %s is missing or damaged (expected %s bytes); the model will be prepared again",
+                        path, name, size)
+            return False
+    return True
 
 
 def gguf_path(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -356,6 +374,7 @@ def prepare_model(alias: str, cache_dir: str | os.PathLike[str] | None = None, f
             "check": {"prompt": CHECK_PROMPT, "tokens": int(reference.shape[1]), "max_abs_logit_diff": diff,
                       "atol": CHECK_ATOL},
             "prepare_seconds": round(time.perf_counter() - start, 1),
+            "files": {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.is_file()},
         }
         (out / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
         return _publish(out, target, force)
@@ -370,6 +389,48 @@ def resolve_model(name_or_path: str | os.PathLike[str], cache_dir: str | os.Path
     if name in REGISTRY:
         return str(prepare_model(name, cache_dir))
     return name
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model(name: str | os.PathLike[str]) -> str:
+    """Resolve a model name before any work, without touching a hub: an alias (installed), a local model
+    folder, or a hub id already in the local hub cache; online, also any ``org/name`` hub id. Anything else
+    is an :class:`LlmrankError` at once (never a loop of hub retries for a name that cannot be one).
+    Returns a short word for what it is: ``alias``, ``local`` or ``hub``."""
+    text = os.fspath(name).strip()
+    aliases = ", ".join(REGISTRY)
+    if not text:
+        raise LlmrankError(f"empty model name: give an alias ({aliases}), a local folder or a hub id")
+    if text in REGISTRY:
+        _require_installed(REGISTRY[text])
+        return "alias"
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_dir() and any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            return "local"
+        raise LlmrankError(f"{text}: not a model folder (no config.json or adapter_config.json in it)")
+    if text.startswith(("/", "./", "../", "~")) or text.endswith(os.sep) or text.count("/") > 1:
+        raise LlmrankError(f"{text}: no such model folder")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(text, "config.json")
+    except Exception:  # an id the hub would reject (bad characters)
+        raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}), not a local folder, "
+                           "and not a valid hub id") from None
+    if isinstance(cached, str):
+        return "hub"
+    if _offline():
+        raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}), not a local folder, and not in the "
+                           "local hub cache (offline mode: HF_HUB_OFFLINE is set)")
+    if "/" not in text:
+        raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}) and not a local folder "
+                           "(a hub id looks like org/name)")
+    return "hub"
 
 
 def prepared_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -397,7 +458,7 @@ def list_models(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[st
     return rows
 
 
-# -- the tiny test model -------------------------------------------------------------------------------
+# -- tokenizers ----------------------------------------------------------------------------------------
 
 
 def tokenizer_dir(alias: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -424,36 +485,3 @@ def tokenizer_dir(alias: str, cache_dir: str | os.PathLike[str] | None = None) -
         return target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def build_tiny_llama(path: str | os.PathLike[str], seed: int = 0, tokenizer_from: str = "smollm2-135m",
-                     cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A 2-layer random ``LlamaForCausalLM`` with a real tokenizer, saved to ``path`` for tests.
-
-    hidden 64, 4 heads, 2 kv heads, intermediate 128, max_position 2048, tied embeddings, float32; the
-    vocabulary is the tokenizer's (``tokenizer_from``: an alias, whose tokenizer is cached by
-    :func:`tokenizer_dir`, or a local folder with a tokenizer). The same ``seed`` gives the same weights.
-    """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    source = tokenizer_dir(tokenizer_from, cache_dir) if tokenizer_from in REGISTRY else Path(tokenizer_from)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    out = Path(path)
-    _save(model, tokenizer, out)
-    return out

@@ -17,11 +17,12 @@ import os
 import re
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
+from llmrank.assets import asset_dir
 from llmrank.errors import LlmrankError
 
 
@@ -50,33 +51,72 @@ class TeacherConfig(Section):
     include_first_stage: bool = Field(False, description="for method 'fusion': fuse the first-stage ranking too")
 
 
-class DistillSection(Section):
-    model: str = Field("smollm2-135m", description="student base model")
-    prompt: str = Field("yes_no", description="pointwise prompt the student is trained and served with")
-    loss: str = Field("listnet", description="ranking loss name (llmrank.losses)")
-    loss_options: dict[str, Any] = Field(default_factory=dict, description="loss keyword arguments")
-    group_size: int = Field(8, ge=2, description="candidates per query per training group")
-    max_doc_tokens: int = Field(256, ge=8, description="document truncation (document side only)")
-    lora: dict[str, Any] = Field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05},
-                                 description="LoRA: r, alpha, dropout, target_modules")
-    qlora: bool = Field(False, description="4-bit nf4 base (bitsandbytes) under the LoRA")
-    dtype: str = Field("float32", description="base weights dtype")
-    training: dict[str, Any] = Field(default_factory=dict, description="passed to transformers.TrainingArguments")
-    kind: Literal["pointwise", "reasoning"] = Field("pointwise", description="pointwise yes/no student, or reasoning student (SFT on rationales)")
+def _distill_section(kind: str) -> type[BaseModel]:
+    """The recipe section of one student kind, made from its fields dataclass (one source for the fields,
+    their defaults and help): ``kind``, the student's own fields, ``lora`` and ``training``."""
+    import dataclasses
+    import typing
 
-    @field_validator("lora")
+    from llmrank.students import get_student
+    from llmrank.students.base import LORA_KEYS
+
+    student = get_student(kind)
+    hints = typing.get_type_hints(student.fields)
+    fields: dict[str, Any] = {"kind": (Literal[kind], Field(kind, description=f"student kind: {student.description}"))}  # type: ignore[valid-type]
+    for f in dataclasses.fields(student.fields):
+        if f.name in LORA_KEYS.values():
+            continue
+        bounds = {k: f.metadata[k] for k in ("ge", "gt", "le", "lt") if k in f.metadata}
+        if f.default is not dataclasses.MISSING:
+            info = Field(f.default, description=f.metadata.get("help", ""), **bounds)
+        else:
+            info = Field(default_factory=f.default_factory, description=f.metadata.get("help", ""), **bounds)  # type: ignore[arg-type]
+        fields[f.name] = (hints[f.name], info)
+    lora_default = {k: next(f.default for f in dataclasses.fields(student.fields) if f.name == v)
+                    for k, v in LORA_KEYS.items() if k != "target_modules"}
+    fields["lora"] = (dict[str, Any], Field(default_factory=lambda: dict(lora_default),
+                                            description="LoRA: r, alpha, dropout, target_modules"))
+    fields["training"] = (dict[str, Any], Field(default_factory=dict, description=f"fields of {student.base_config} "
+                                                "(checked at recipe load): max_steps, learning_rate, …"))
+    name = f"{kind.capitalize()}DistillSection"
+    return create_model(name, __base__=Section, __doc__=f"The distill section of a {kind} student.", **fields)
+
+
+def _distill_kind(value) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "pointwise")
+    return getattr(value, "kind", "pointwise")
+
+
+DISTILL_SECTIONS: dict[str, type[BaseModel]] = {k: _distill_section(k) for k in ("pointwise", "reasoning")}
+"""kind -> its distill section; the recipe's ``distill`` is one of them, chosen by ``kind`` (default pointwise)."""
+DistillSection = Annotated[Union[tuple(Annotated[m, Tag(k)] for k, m in DISTILL_SECTIONS.items())],  # type: ignore[misc]
+                           Discriminator(_distill_kind)]
+
+
+class RewardSpec(Section):
+    name: str = Field(description="reward name (llmrank.training.rewards: format, relevance, setwise, listwise_ndcg, length)")
+    weight: float = Field(1.0, description="its weight in the summed reward (trl's reward_weights)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the reward's keyword options")
+
+    @field_validator("weight")
     @classmethod
-    def _lora_keys(cls, v):
-        bad = set(v) - {"r", "alpha", "dropout", "target_modules"}
-        if bad:
-            raise ValueError(f"unknown LoRA key(s) {sorted(bad)} (expected r, alpha, dropout, target_modules)")
+    def _finite(cls, v):
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
         return v
 
 
 class RefineSection(Section):
     method: Literal["grpo", "dpo"] = Field(description="grpo (ranking rewards) or dpo (ranking preferences)")
-    options: dict[str, Any] = Field(default_factory=dict, description="trainer options")
-    training: dict[str, Any] = Field(default_factory=dict, description="passed to trl's config")
+    rewards: list[RewardSpec] = Field(default_factory=list, description="grpo: the rewards and their weights "
+                                      "(default: format 0.2 + relevance 1.0)")
+    options: dict[str, Any] = Field(default_factory=dict, description="how prompts/pairs are built: grpo: per_query, "
+                                    "queries, top_m; dpo: pairs_per_query, top_m, queries (pointwise), samples, "
+                                    "temperature, max_new_tokens, per_query (reasoning)")
+    lora: dict[str, Any] = Field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05},
+                                 description="the refinement's new LoRA adapter: r, alpha, dropout, target_modules")
+    training: dict[str, Any] = Field(default_factory=dict, description="trl.GRPOConfig (grpo) or trl.DPOConfig (dpo) fields")
 
 
 class EvalDataset(Section):
@@ -101,6 +141,8 @@ class EvalSection(Section):
                                                 "YAML path; ':variant' picks one of its variants (bright:reasoning)")
     metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@20", "mrr@10"], description="metric names")
     top_k: int = Field(20, ge=1, description="rerank depth")
+    in_flight: int | None = Field(None, ge=1, description="queries each row ranks at once, their prompts sent to the "
+                                                         "backend together (default: sized for the backend)")
     baselines: list[str] = Field(default_factory=lambda: ["first_stage", "teacher", "student_before", "student"],
                                  description="rows of the report table")
     note: str | None = Field(None, description="a paragraph the report prints first: what this run demonstrates "
@@ -112,6 +154,31 @@ class ExportSection(Section):
     dtype: str = Field("bfloat16", description="dtype of the exported weights")
 
 
+class CompareSection(Section):
+    """``llmrank compare RECIPE.yaml``: every (model, method, prompt) cell, plus ``cells``, on one dataset."""
+
+    dataset: str | None = Field(None, description="dataset to compare on (default: the data section's dataset)")
+    split: str = Field("test", description="split (BEIR qrels split, or BRIGHT task)")
+    queries: int | None = Field(None, ge=1, description="first N queries only")
+    top_k: int = Field(20, ge=1, description="candidates reranked per query")
+    first_stage_k: int = Field(100, ge=1, description="BM25 depth when the dataset has no candidates")
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m"], description="models (alias, path or hub id)")
+    methods: list[str] = Field(default_factory=lambda: ["pointwise"], description="ranking methods")
+    prompts: list[str] = Field(default_factory=list, description="prompt names or YAML paths; each method runs "
+                                                                 "with those that declare it (else its default)")
+    backend: str = Field("hf", description="hf | vllm | openai | http://… base URL, for the models above")
+    backend_options: dict[str, Any] = Field(default_factory=lambda: {"dtype": "bfloat16"},
+                                            description="backend options (dtype, batch_size, …)")
+    cells: list[TeacherConfig] = Field(default_factory=list, description="more cells, each a teacher section "
+                                       "(method, model, backend, prompt, options), e.g. a served student")
+    baseline: str | None = Field(None, description="row the others are tested against (default: the first cell)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the markers (Holm-corrected)")
+    attack: list[Literal["plain", "format", "hidden"]] = Field(
+        default_factory=list, description="prompt-injection variants to run (empty: no attack)")
+    resamples: int = Field(10000, ge=100, description="randomization-test resamples (exact up to 16 queries)")
+    rel_threshold: int = Field(1, ge=1, description="grade counted relevant by MRR and recall (TREC DL: 2)")
+
+
 class Recipe(Section):
     name: str = Field(description="run name: outputs go to runs/<name>/")
     seed: int = Field(0, description="random seed")
@@ -121,6 +188,7 @@ class Recipe(Section):
     refine: RefineSection | None = None
     eval: EvalSection | None = None
     export: ExportSection | None = None
+    compare: CompareSection | None = None
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named sections (a stage's manifest compares it to decide a re-run)."""
@@ -134,8 +202,9 @@ class Recipe(Section):
 TeacherConfig.model_rebuild()
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SUITES_DIR = Path(__file__).resolve().parents[1] / "eval"
-"""Where ``eval.suite: <name>`` is looked up (``eval/<name>.yaml`` at the top of the repository)."""
+SUITES_DIR = asset_dir("suites")
+"""Where ``eval.suite: <name>`` is looked up: the suites shipped in the package (``llmrank/assets/suites``,
+linked from ``eval/<name>.yaml`` at the top of the repository)."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -195,10 +264,15 @@ def _kind(annotation) -> tuple[str, Any]:
     """What a field holds: ``("model", cls)``, ``("list", item annotation)``, ``("dict", value annotation)``
     or ``("scalar", annotation)``."""
     origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kind(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
             return _kind(args[0])
+        inner = [_kind(a) for a in args]
+        if all(k == "model" for k, _ in inner):  # a union of sections chosen by a tag (distill: by kind)
+            return ("union", [m for _, m in inner])
         return ("scalar", annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return ("model", annotation)
@@ -215,13 +289,57 @@ def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
     """The section (pydantic model) at a key path, or None inside a free-form mapping."""
     kind: tuple[str, Any] = ("model", root)
     for tok in loc:
+        if kind[0] == "union":
+            kind = _union_member(kind[1], tok)
+            if kind[0] == "model" and _tag_of(kind[1]) == tok:
+                continue
         if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
             kind = _kind(kind[1].model_fields[tok].annotation)
         elif (kind[0] == "list" and isinstance(tok, int)) or (kind[0] == "dict" and kind[1] is not Any):
             kind = _kind(kind[1])
         else:
             return None
+    if kind[0] == "union":
+        return kind[1][0]
     return kind[1] if kind[0] == "model" else None
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    f = model.model_fields.get("kind")
+    return f.default if f is not None and isinstance(f.default, str) else None
+
+
+def _union_member(models: list, tok) -> tuple[str, Any]:
+    """In a union of sections: the member a tag names (pydantic's error paths include it), else the first
+    member that has the key ``tok``, else the first member."""
+    for m in models:
+        if _tag_of(m) == tok:
+            return ("model", m)
+    for m in models:
+        if isinstance(tok, str) and tok in m.model_fields:
+            return ("model", m)
+    return ("model", models[0])
+
+
+def _clean_loc(loc: tuple, root: type[BaseModel]) -> tuple:
+    """A pydantic error path without the tags of tagged unions (``distill.pointwise.loss`` -> ``distill.loss``)."""
+    out: list = []
+    kind: tuple[str, Any] = ("model", root)
+    for tok in loc:
+        if kind[0] == "union":
+            member = _union_member(kind[1], tok)
+            if _tag_of(member[1]) == tok:
+                kind = member
+                continue
+            kind = member
+        out.append(tok)
+        if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
+            kind = _kind(kind[1].model_fields[tok].annotation)
+        elif kind[0] in ("list", "dict") and kind[1] is not Any:
+            kind = _kind(kind[1])
+        else:
+            kind = ("any", None)
+    return tuple(out)
 
 
 def _type_name(annotation) -> str:
@@ -318,6 +436,8 @@ def apply_override(raw: dict, assignment: str, where: str = "--set", root: type[
     for j, tok in enumerate(tokens):
         parent = _path_str(tokens[:j]) or "the recipe"
         here = _path_str(tokens[: j + 1])
+        if kind[0] == "union":
+            kind = _union_member(kind[1], tok)
         if kind[0] == "model":
             fields = kind[1].model_fields
             if isinstance(tok, int):
@@ -369,18 +489,26 @@ def _format_error(e: ValidationError, where: str, lines: dict | None = None, ove
     root = root or Recipe
     out = []
     for err in e.errors():
-        loc = tuple(err["loc"])
+        raw = tuple(err["loc"])
+        loc = _clean_loc(raw, root)
         path = _path_str(loc) or "(top level)"
         kind = err["type"]
-        if kind == "extra_forbidden":
-            section = _model_at(loc[:-1], root)
+        if kind == "union_tag_invalid":
+            from llmrank.students import STUDENT_KINDS
+
+            loc = loc + ("kind",)
+            path = _path_str(loc)
+            tag = (err.get("ctx") or {}).get("tag", "")
+            msg = f"unknown student kind {tag!r}{_suggest(tag, STUDENT_KINDS)} (one of {', '.join(STUDENT_KINDS)})"
+        elif kind == "extra_forbidden":
+            section = _model_at(raw[:-1], root)
             fields = list(section.model_fields) if section else []
             msg = "unknown key" + _suggest(loc[-1], fields)
             if fields:
                 msg += f" (keys of {_path_str(loc[:-1]) or 'a recipe'}: {', '.join(fields)})"
         elif kind == "missing":
             field = None
-            section = _model_at(loc[:-1], root)
+            section = _model_at(raw[:-1], root)
             if section is not None and loc and loc[-1] in section.model_fields:
                 field = section.model_fields[loc[-1]]
             msg = "required key is missing" + (f": {field.description}" if field and field.description else "")
@@ -390,17 +518,130 @@ def _format_error(e: ValidationError, where: str, lines: dict | None = None, ove
                 msg = msg[len("Value error, "):]
             if "input" in err and not (kind == "value_error" and isinstance(err["input"], (dict, list))):
                 msg += f" (got {_described(err['input'])})"
-        at = where
-        src = next((o for o in overrides or [] if tuple(o[0][: len(loc)]) == loc[: len(o[0])]), None)
-        if src is not None:
-            at += f": --set {src[1]!r}"
-        elif lines:
-            for n in range(len(loc), 0, -1):
-                if loc[:n] in lines:
-                    at += f":{lines[loc[:n]]}"
-                    break
-        out.append(f"{at}: key '{path}': {msg}")
+        out.append(f"{_at(loc, where, lines, overrides)}: key '{path}': {msg}")
     return "; ".join(out)
+
+
+def _at(loc: tuple, where: str, lines: dict | None, overrides: list | None) -> str:
+    """``FILE:LINE`` of a key path, or ``FILE: --set 'a.b=c'`` when an override set it."""
+    at = where
+    src = next((o for o in overrides or [] if tuple(o[0][: len(loc)]) == tuple(loc[: len(o[0])])), None)
+    if src is not None:
+        at += f": --set {src[1]!r}"
+    elif lines:
+        for n in range(len(loc), 0, -1):
+            if tuple(loc[:n]) in lines:
+                at += f":{lines[tuple(loc[:n])]}"
+                break
+    return at
+
+
+REFINE_CONFIGS = {"grpo": "GRPOConfig", "dpo": "DPOConfig"}
+RATIONALE_METHODS = ("rationale",)
+"""Teacher methods whose records carry an explanation per document."""
+
+
+def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
+    """What the schema cannot see, checked at load before anything runs: the ``training`` mappings against
+    the library configs (transformers' / trl's, read from source), LoRA settings, the student kind's own
+    checks (loss names), metric names and whether the refine method fits the student."""
+    from llmrank.configs import check_fields, library_fields
+    from llmrank.students import get_student
+
+    problems: list[tuple[tuple, str]] = []
+    if recipe.distill is not None:
+        student = get_student(recipe.distill.kind)
+        schema = library_fields(student.base_config)
+        if schema:
+            for key, msg in check_fields(schema, recipe.distill.training, student.base_config):
+                problems.append((("distill", "training", key) if key else ("distill", "training"), msg))
+        for key, value in recipe.distill.lora.items():
+            from llmrank.students.base import LORA_KEYS
+
+            if key not in LORA_KEYS:
+                problems.append((("distill", "lora", key), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
+                                 f"{', '.join(LORA_KEYS)})"))
+            elif key == "r" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                problems.append((("distill", "lora", key), f"expected an integer >= 1 (got {_described(value)})"))
+            elif key == "alpha" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+                problems.append((("distill", "lora", key), f"expected a number > 0 (got {_described(value)})"))
+            elif key == "dropout" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+                problems.append((("distill", "lora", key), f"expected a number in [0, 1) (got {_described(value)})"))
+        for key, msg in student.check_section(recipe.distill):
+            problems.append((("distill", key), msg))
+        if student.needs_rationales and recipe.teacher.method not in RATIONALE_METHODS:
+            problems.append((("teacher", "method"), f"a {student.kind} student learns from the teacher's explanations: "
+                             f"use a teacher that writes them ({', '.join(RATIONALE_METHODS)}), not "
+                             f"'{recipe.teacher.method}'"))
+    if recipe.refine is not None:
+        method = recipe.refine.method
+        if recipe.distill is None:
+            problems.append((("refine",), "refinement needs a student: add a 'distill' section"))
+        else:
+            student = get_student(recipe.distill.kind)
+            if method not in student.refine_methods:
+                problems.append((("refine", "method"), f"'{method}' does not fit a {student.kind} student "
+                                 f"({student.description}); it fits: {', '.join(student.refine_methods) or 'none'}"))
+        schema = library_fields(REFINE_CONFIGS[method])
+        if schema:
+            for key, msg in check_fields(schema, recipe.refine.training, REFINE_CONFIGS[method]):
+                problems.append((("refine", "training", key) if key else ("refine", "training"), msg))
+        problems += _refine_problems(recipe.refine, recipe.distill.kind if recipe.distill is not None else None)
+    if recipe.eval is not None:
+        from llmrank.eval.metrics import check_metric
+
+        for i, m in enumerate(recipe.eval.metrics):
+            msg = check_metric(m)
+            if msg:
+                problems.append((("eval", "metrics", i), msg))
+    return problems
+
+
+REFINE_OPTIONS = {("grpo", "reasoning"): ("per_query", "queries", "top_m"),
+                  ("dpo", "pointwise"): ("pairs_per_query", "top_m", "queries"),
+                  ("dpo", "reasoning"): ("samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries")}
+"""The ``refine.options`` each (method, student kind) takes (llmrank.training.grpo / .dpo)."""
+
+
+def _refine_problems(refine: RefineSection, kind: str | None) -> list[tuple[tuple, str]]:
+    """The refine section's own keys: each reward exists and takes its options (GRPO only), the weights
+    come from ``rewards`` rather than ``training.reward_weights``, the options fit the method and student,
+    and the LoRA keys."""
+    from llmrank.students.base import LORA_KEYS
+    from llmrank.training.rewards import build_reward
+
+    problems: list[tuple[tuple, str]] = []
+    if refine.rewards and refine.method != "grpo":
+        problems.append((("refine", "rewards"), "rewards are for method 'grpo'; DPO learns from preference pairs "
+                         "(see refine.options)"))
+    for i, spec in enumerate(refine.rewards):
+        try:
+            build_reward(spec.name, "reward", **spec.options)
+        except LlmrankError as e:
+            problems.append((("refine", "rewards", i), str(e).removeprefix("reward: ")))
+    allowed = REFINE_OPTIONS.get((refine.method, kind))
+    for key in refine.options if allowed is not None else ():
+        if key not in allowed:
+            problems.append((("refine", "options", key), f"not an option of {refine.method} for a {kind} student"
+                             f"{_suggest(key, allowed)} (options: {', '.join(allowed)})"))
+    if "reward_weights" in refine.training:
+        problems.append((("refine", "training", "reward_weights"), "set by llmrank from each reward's 'weight' in "
+                         "refine.rewards; remove it"))
+    for key in refine.lora:
+        if key not in LORA_KEYS:
+            problems.append((("refine", "lora", key), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
+                             f"{', '.join(LORA_KEYS)})"))
+    return problems
+
+
+def check_inputs(recipe: Recipe, where: str = "recipe") -> None:
+    """The recipe's dataset paths exist (``hf://`` ids aside): checked before any stage runs."""
+    entries: list[tuple[str, str]] = [("data.dataset", recipe.data.dataset)]
+    if recipe.eval is not None:
+        entries += [(f"eval.datasets[{i}].dataset", d.dataset) for i, d in enumerate(recipe.eval.datasets)]
+    for key, p in entries:
+        if not p.startswith("hf://") and not Path(p).exists():
+            raise LlmrankError(f"{where}: key '{key}': dataset path {p} does not exist")
 
 
 def _read_yaml(path: Path, what: str):
@@ -433,10 +674,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for o in overrides or []:
         set_paths.append((apply_override(raw, o, f"{path}: --set"), o))
     raw = _interpolate(raw, (), str(path))
+    lines = _line_map(text)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        raise LlmrankError(_format_error(e, str(path), _line_map(text), set_paths)) from None
+        raise LlmrankError(_format_error(e, str(path), lines, set_paths)) from None
+    problems = recipe_problems(recipe)
+    if problems:
+        raise LlmrankError("; ".join(f"{_at(loc, str(path), lines, set_paths)}: key '{_path_str(loc)}': {msg}"
+                                     for loc, msg in problems))
     base = path.resolve().parent
     _resolve_paths(recipe, base)
     if recipe.eval is not None:
@@ -519,7 +765,8 @@ def load_suite(suite: str, base: Path | None = None) -> tuple[Path, list[EvalDat
     else:
         raise LlmrankError(f"{path}: eval suite has no variant '{variant}'"
                            f" (variants: {', '.join(parsed.variants) or 'none'})")
-    bases = [path.parent, SUITES_DIR.parent] if path.parent == SUITES_DIR else [path.parent]
+    # a shipped suite's relative paths (../shared/data) are read from the repository root of a checkout
+    bases = [path.parent, Path(__file__).resolve().parents[1]] if path.parent == SUITES_DIR else [path.parent]
     for d in entries:
         d.dataset = _fix_path(d.dataset, bases)
     return path, entries

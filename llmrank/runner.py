@@ -75,14 +75,29 @@ class Runner:
         return self.recipe.section_hash(*DEPENDS[stage])
 
     def is_done(self, stage: str) -> bool:
+        """The manifest matches the recipe, and every file it lists is there with its recorded size."""
         m = self.stage_dir(stage) / "manifest.json"
-        return m.is_file() and json.loads(m.read_text()).get("config_hash") == self.manifest_hash(stage)
+        if not m.is_file():
+            return False
+        try:
+            manifest = json.loads(m.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            print(f"[{stage}] {m} is unreadable (an interrupted write?): running the stage again", file=sys.stderr)
+            return False
+        if not isinstance(manifest, dict) or manifest.get("config_hash") != self.manifest_hash(stage):
+            return False
+        problem = _missing_output(self.stage_dir(stage), manifest.get("files"))
+        if problem:
+            print(f"[{stage}] {problem}: running the stage again", file=sys.stderr)
+            return False
+        return True
 
     def finish(self, stage: str, seconds: float, inputs: dict | None = None, **extra) -> None:
         if not _state().is_main_process:
             return
         manifest = {"stage": stage, "config_hash": self.manifest_hash(stage), "inputs": inputs or {},
-                    "versions": versions(), "seconds": round(seconds, 2), **extra}
+                    "versions": versions(), "seconds": round(seconds, 2), **extra,
+                    "files": _stage_files(self.stage_dir(stage))}
         atomic_write_text(self.stage_dir(stage) / "manifest.json", json.dumps(manifest, indent=1))
 
     def enabled(self, stage: str) -> bool:
@@ -94,6 +109,9 @@ class Runner:
     def run(self, only: str | None = None) -> dict:
         if only is not None and only not in STAGES:
             raise LlmrankError(f"unknown stage '{only}' (one of {', '.join(STAGES)})")
+        from llmrank.recipe import check_inputs
+
+        check_inputs(self.recipe)  # a missing dataset is named before any stage runs
         self.root.mkdir(parents=True, exist_ok=True)
         ran = {}
         for stage in STAGES:
@@ -149,6 +167,7 @@ class Runner:
 
     def stage_teach(self) -> dict:
         from llmrank.eval.metrics import evaluate
+        from llmrank.rerankers import build_teacher
         from llmrank.teacher import (
             read_teacher_run,
             run_teacher,
@@ -199,37 +218,30 @@ class Runner:
         if data.qrels:
             run = teacher_candidates(read_teacher_run(path))
             metrics = ["ndcg@10", f"recall@{k}"]
-            info["metrics"] = evaluate(run, data.qrels, metrics)
-            info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics)
+            from llmrank.eval.metrics import default_rel_threshold
+
+            rel = info["rel_threshold"] = default_rel_threshold(data.qrels)  # the report prints recall@k(rel>=2)
+            info["metrics"] = evaluate(run, data.qrels, metrics, rel)
+            info["first_stage_metrics"] = evaluate(cands.subset(run.qids()), data.qrels, metrics, rel)
         return {"inputs": {"dataset": self.recipe.data.dataset, "queries": len(cands)}, "teacher": info}
 
+    def student(self):
+        """The student kind of the recipe's ``distill`` section."""
+        from llmrank.students import get_student
+
+        return get_student(self.recipe.distill.kind)
+
     def stage_distill(self) -> dict:
-        from transformers import TrainingArguments
+        from transformers import set_seed
 
         from llmrank.teacher import read_teacher_run
-        from llmrank.training.distill import DistillConfig, train_distill
-        from llmrank.training.examples import build_groups
 
-        if self.recipe.distill.kind == "reasoning":
-            raise LlmrankError("distill.kind 'reasoning' is not run by recipes in this version: train the reasoning "
-                               "student with llmrank.training.sft.train_sft (trl SFTTrainer) on a rationale teacher run, "
-                               "or use kind 'pointwise'")
-
-        s = self.recipe.distill
+        student = self.student()
         data, _ = self.train_data()
         teacher = read_teacher_run(self.teacher_path())
-        groups = build_groups(data, teacher, s.group_size, seed=self.recipe.seed)
         out = self.stage_dir("distill")
-        lora = {"r": 16, "alpha": 32, "dropout": 0.05, **s.lora}
-        cfg = DistillConfig(model=s.model, prompt=s.prompt, loss=s.loss, loss_options=s.loss_options,
-                            group_size=s.group_size, max_doc_tokens=s.max_doc_tokens, lora_r=lora["r"],
-                            lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                            target_modules=lora.get("target_modules", "all-linear"), qlora=s.qlora, dtype=s.dtype,
-                            merge=True)
-        targs = {"per_device_train_batch_size": 1, "learning_rate": 1e-4, "max_steps": 50, "logging_steps": 5,
-                 "save_steps": 25, "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed,
-                 "use_cpu": not _cuda(), **s.training, "output_dir": str(out)}
-        args = TrainingArguments(**targs)
+        cfg = student.make_config(self.recipe.distill, out, seed=self.recipe.seed)
+        examples = student.build_examples(data, teacher, cfg, seed=self.recipe.seed)
         state = _state()
         if state.is_main_process:
             _stale_checkpoints(out, self.manifest_hash("distill"))
@@ -237,29 +249,122 @@ class Runner:
         last = _last_checkpoint(out)
         # the LoRA weights are initialised before the Trainer seeds anything: seed here, so the same recipe
         # trains the same student whatever ran before in this process (a teach stage, or nothing)
-        from transformers import set_seed
-
         set_seed(self.recipe.seed)
-        train_distill(cfg, groups, args, resume=str(last) if last else None)
-        return {"inputs": {"teacher": str(self.teacher_path()), "groups": len(groups)}}
+        student.train(cfg, examples, resume=str(last) if last else None)
+        return {"inputs": {"teacher": str(self.teacher_path()), "examples": len(examples)},
+                "student": {"kind": student.kind, "examples": len(examples)}}
 
     def student_dir(self) -> Path:
+        """The distilled student (merged weights)."""
         return self.stage_dir("distill") / "merged"
 
+    def newest_student_dir(self) -> Path:
+        """The student that eval's last row and export use: the refined one when the recipe refines."""
+        if self.recipe.refine is not None and (self.stage_dir("refine") / "merged").is_dir():
+            return self.stage_dir("refine") / "merged"
+        return self.student_dir()
+
+    def refined_dir(self) -> Path:
+        """The refined student (merged weights)."""
+        return self.stage_dir("refine") / "merged"
+
     def stage_refine(self) -> dict:
-        raise LlmrankError("the refine stage (GRPO / DPO) is not available in this version of llmrank; "
-                           "remove the 'refine' section to run the other stages")
+        """GRPO or DPO on the distilled student (llmrank.training.grpo / .dpo) into ``refine/``: a new LoRA
+        over the merged distilled student, saved as ``adapter/`` + ``merged/`` like a distilled one."""
+        from transformers import set_seed
+
+        from llmrank.teacher import read_teacher_run
+        from llmrank.training.refine_config import make_trainer_config
+        from llmrank.training.refined import check_method, student_meta
+
+        r, s = self.recipe.refine, self.recipe.distill
+        if s is None:
+            raise LlmrankError("key 'refine': a refine stage refines the distilled student; add a 'distill' section")
+        if r.method == "grpo":
+            from llmrank.training.grpo import check_use_vllm
+
+            check_use_vllm(bool(r.training.get("use_vllm")))
+        folder, meta = student_meta(self.stage_dir("distill"))
+        check_method(r.method, meta.get("kind", "pointwise"), "refine.method")
+        data, _ = self.train_data()
+        teacher = read_teacher_run(self.teacher_path())
+        out = self.stage_dir("refine")
+        targs = {"per_device_train_batch_size": 1, "max_steps": 50, "logging_steps": 5, "save_steps": 25,
+                 "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed, "use_cpu": not _cuda(),
+                 "bf16": _cuda(), "gradient_checkpointing": False, **r.training, "output_dir": str(out)}
+        if r.method == "grpo":  # one step's generations on a device: whole groups of num_generations
+            targs = {"num_generations": 4, "max_completion_length": 128, **targs}
+            if "per_device_train_batch_size" not in r.training:
+                targs["per_device_train_batch_size"] = targs["num_generations"]
+        args = make_trainer_config(r.method, targs)
+        state = _state()
+        if state.is_main_process:
+            _stale_checkpoints(out, self.manifest_hash("refine"))
+        state.wait_for_everyone()
+        last = _last_checkpoint(out)
+        resume = str(last) if last else None
+        opts = dict(r.options)
+        if r.method == "grpo":
+            from transformers import AutoTokenizer
+
+            from llmrank.training.grpo import build_grpo_prompts, train_grpo
+
+            rows = build_grpo_prompts(data, teacher, meta, AutoTokenizer.from_pretrained(folder), seed=self.recipe.seed, **opts)
+            set_seed(self.recipe.seed)  # before the new LoRA is initialised (as for distill)
+            train_grpo(self.stage_dir("distill"), rows, args, [x.model_dump() for x in r.rewards], r.lora, s.dtype,
+                       resume=resume)
+            return {"inputs": {"student": str(self.student_dir()), "prompts": len(rows)}}
+        from llmrank.training.dpo import build_dpo_rows, train_dpo
+
+        pairs = out / "pairs.json"  # built once, by the main process (it scores or samples with the student)
+        if state.is_main_process and not _fresh(pairs, self.manifest_hash("refine")):
+            set_seed(self.recipe.seed)
+            rows, stats = build_dpo_rows(self.stage_dir("distill"), data, teacher, out, opts, s.dtype,
+                                         self.recipe.seed, self.progress)
+            atomic_write_text(pairs, json.dumps({"config_hash": self.manifest_hash("refine"), "stats": stats, "rows": rows}))
+        state.wait_for_everyone()
+        saved = json.loads(pairs.read_text())
+        set_seed(self.recipe.seed)
+        train_dpo(self.stage_dir("distill"), saved["rows"], args, r.lora, s.dtype, resume=resume,
+                  info={"pair_stats": saved["stats"]})
+        return {"inputs": {"student": str(self.student_dir()), "pairs": len(saved["rows"])}, "pairs": saved["stats"]}
 
     def stage_eval(self) -> dict:
         from llmrank.eval.run_eval import evaluate_recipe
 
-        return evaluate_recipe(self)
+        students = {}
+        if self.recipe.distill is not None:
+            students["student"] = (self.student_dir(), self.manifest_hash("distill"))
+        if self.recipe.refine is not None:
+            students["student_refined"] = (self.refined_dir(), self.manifest_hash("refine"))
+        return evaluate_recipe(self.recipe, self.stage_dir("eval"), students, progress=self.progress)
 
     def stage_export(self) -> dict:
         from llmrank.serve.export import export_student
 
-        info = export_student(self.student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
+        info = export_student(self.newest_student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
         return {"export": info}
+
+
+def _stage_files(folder: Path) -> dict[str, int]:
+    """``{relative path: size}`` of every file a stage wrote (hidden scratch files and the manifest aside)."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if f.is_file() and rel.as_posix() != "manifest.json" and not any(p.startswith(".") for p in rel.parts):
+            out[rel.as_posix()] = f.stat().st_size
+    return out
+
+
+def _missing_output(folder: Path, files: dict | None) -> str | None:
+    """What is gone or changed among the files a manifest lists (None: all there)."""
+    for rel, size in (files or {}).items():
+        f = folder / rel
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != size:
+            return f"{f} has {f.stat().st_size} bytes, the manifest recorded {size}"
+    return None
 
 
 def _teacher_keys(teacher, data: RankingData, cands: Candidates, k: int) -> dict[str, str]:
@@ -321,32 +426,15 @@ def _stale_checkpoints(out: Path, config_hash: str) -> None:
     atomic_write_text(marker, json.dumps({"config_hash": config_hash}))
 
 
+def _fresh(path: Path, config_hash: str) -> bool:
+    """Whether a stage's intermediate file exists and was written for this configuration."""
+    try:
+        return json.loads(path.read_text()).get("config_hash") == config_hash
+    except (OSError, ValueError):
+        return False
+
+
 def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def build_teacher(cfg, qrels=None):
-    """The Reranker a recipe's ``teacher`` section names (``oracle`` needs the qrels)."""
-    from llmrank.backends import make_backend
-    from llmrank.rerankers import build_reranker
-    from llmrank.rerankers.fusion import FirstStage, FusionReranker
-
-    if cfg.method == "oracle":
-        from llmrank.rerankers.oracle import OracleReranker
-
-        if not qrels:
-            raise LlmrankError("teacher method 'oracle' needs a dataset with qrels")
-        return OracleReranker(qrels)
-    if cfg.method == "fusion":
-        if not cfg.members:
-            raise LlmrankError("teacher method 'fusion' needs 'members' (a list of teacher sections)")
-        members = [build_teacher(m, qrels) for m in cfg.members]
-        if cfg.include_first_stage:
-            members.insert(0, FirstStage())
-        return FusionReranker(members, cfg.fusion)
-    if cfg.method == "dense":
-        return build_reranker("dense", None, model=cfg.model, **cfg.options)
-    backend = make_backend(cfg.backend, cfg.model, **cfg.backend_options)
-    return build_reranker(cfg.method, backend, cfg.prompt, **cfg.options)

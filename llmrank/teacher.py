@@ -6,6 +6,8 @@ A record (one line of ``teacher.jsonl``)::
      "reranker": {…cache_key…}, "query": "…", "candidates": [first-stage ids, in the order given],
      "ranking": [the same ids in teacher order], "scores": [aligned, higher is better] | null,
      "rationales": {docid: explanation}   # only when the method writes them
+     "rationalized": false,               # with rationales: whether the teacher was given the judged labels
+                                          # and asked to explain them (rationale option rationalize)
      "cost": {"calls": 20, "prompt_tokens": …, "completion_tokens": …, "seconds": …, <method counts>},
      "extra": {…}}                        # only when the method reports more
 
@@ -95,6 +97,7 @@ def make_record(qid: str, query: str, candidates: list[str], key: str, reranker_
     }
     if ranking.rationales is not None:
         rec["rationales"] = dict(ranking.rationales)
+        rec["rationalized"] = bool(reranker_key.get("rationalize", False))
     if ranking.extra:
         rec["extra"] = ranking.extra
     return rec
@@ -286,6 +289,15 @@ def teacher_candidates(run: dict[str, dict]) -> Candidates:
         scores = rec.get("scores")
         if not scores or len(scores) != len(ranking):
             scores = [float(len(ranking) - i) for i in range(len(ranking))]
+        try:
+            bad = next((s for s in scores if not math.isfinite(float(s))), None)
+        except (TypeError, ValueError):
+            raise LlmrankError(f"teacher record of query {qid}: 'scores' must be numbers") from None
+        if bad is not None:
+            raise LlmrankError(f"teacher record of query {qid}: score {bad} is not a finite number")
+        if len(set(ranking)) != len(ranking):
+            dup = next(d for d in ranking if ranking.count(d) > 1)
+            raise LlmrankError(f"teacher record of query {qid}: doc {dup} is ranked twice")
         out[qid] = list(zip(ranking, scores))
     return Candidates(out)
 

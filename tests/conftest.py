@@ -18,7 +18,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama with the SmolLM2 tokenizer (``build_tiny_llama``), built once per session."""
-    from llmrank.models import build_tiny_llama
+    from _tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model", seed=0)
 
@@ -30,3 +30,26 @@ def smollm2_dir() -> Path:
     from llmrank.models import resolve_model
 
     return Path(resolve_model("smollm2-135m"))
+
+
+def make_pointwise_student(model_dir, out, max_doc_tokens: int, lora_r: int = 8, lora_alpha: int = 16,
+                           b_scale: float = 0.02, merge: bool = False):
+    """A pointwise student saved by the student layer, with seeded random LoRA B matrices (so that it
+    differs from its base, as a trained one does): ``out/adapter`` (and ``out/merged`` with ``merge``)."""
+    import torch
+
+    from llmrank.prompts import load_prompt
+    from llmrank.students.base import write_student
+    from llmrank.students.pointwise import PointwiseFields, load_base, student_meta
+
+    cfg = PointwiseFields(model=str(model_dir), max_doc_tokens=max_doc_tokens, lora_r=lora_r, lora_alpha=lora_alpha,
+                          lora_dropout=0.0)
+    torch.manual_seed(0)  # lora_A's initialisation
+    tok, model, base_path = load_base(cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * b_scale)
+    write_student(model, tok, Path(out), student_meta(cfg, base_path, load_prompt(cfg.prompt)), merge=merge)
+    return Path(out)

@@ -83,14 +83,14 @@ def test_retrieve_writes_k_lines_per_query(beir, tmp_path, capsys):
     by_query: dict[str, list[list[str]]] = {}
     for line in lines:
         fields = line.split()
-        assert len(fields) == 6 and fields[1] == "Q0" and fields[5] == "bm25"
+        assert len(fields) == 6 and fields[1] == "Q0" and fields[5] == "llmrank-bm25"
         by_query.setdefault(fields[0], []).append(fields)
     assert set(by_query) == {"t1", "t2", "t3"}  # the test split only
     assert all(len(v) == 3 for v in by_query.values())
     assert [f[3] for f in by_query["t1"]] == ["1", "2", "3"]
     assert by_query["t1"][0][2] == "d1"
     assert by_query["t2"][0][2] == "d5"
-    assert "ndcg@10=" in out and "recall@100=" in out
+    assert "ndcg@10=" in out and "recall@100(rel>=1)=" in out
     assert "wrote" in err and "DEBUG" not in err
 
 
@@ -101,7 +101,8 @@ def test_retrieve_then_evaluate_json(beir, tmp_path, capsys):
                              "--metrics", "NDCG@10", "mrr@10", "recall@5", "--json")
     assert code == 0, err
     scores = json.loads(out)
-    assert list(scores) == ["NDCG@10", "mrr@10", "recall@5"]
+    assert list(scores) == ["NDCG@10", "mrr@10", "recall@5", "rel_threshold"]
+    assert scores.pop("rel_threshold") == 1  # binary qrels: grade >= 1
     assert all(isinstance(v, float) and 0 <= v <= 1 for v in scores.values())
     assert scores["mrr@10"] == 1.0  # each query's judged doc shares its rare terms and ranks first
     assert read_run(run_path).docids("t1")[0] == "d1"
@@ -111,10 +112,10 @@ def test_evaluate_values_and_text_output(run_and_qrels, capsys):
     run, qrels = run_and_qrels
     code, out, _ = run_cli(capsys, "evaluate", run, "--qrels", qrels, "--metrics", "mrr@10", "recall@1", "--json")
     assert code == 0
-    assert json.loads(out) == pytest.approx({"mrr@10": (1 + 1 / 2) / 2, "recall@1": 1 / 2})
+    assert json.loads(out) == pytest.approx({"mrr@10": (1 + 1 / 2) / 2, "recall@1": 1 / 2, "rel_threshold": 1})
     code, out, _ = run_cli(capsys, "evaluate", run, "--qrels", qrels, "--metrics", "mrr@10")
     assert code == 0
-    assert out.split() == ["mrr@10", "0.7500"]
+    assert out.split() == ["mrr@10(rel>=1)", "0.7500"]
 
 
 def test_evaluate_rel_threshold(tmp_path, capsys):
@@ -123,8 +124,8 @@ def test_evaluate_rel_threshold(tmp_path, capsys):
     qrels = tmp_path / "q.txt"
     qrels.write_text("q1 0 a 1\nq1 0 b 2\n")
     args = ["evaluate", run, "--qrels", qrels, "--metrics", "mrr@10", "--json"]
-    assert json.loads(run_cli(capsys, *args)[1]) == {"mrr@10": 1.0}
-    assert json.loads(run_cli(capsys, *args, "--rel-threshold", 2)[1]) == {"mrr@10": 0.5}
+    assert json.loads(run_cli(capsys, *args)[1]) == {"mrr@10": 1.0, "rel_threshold": 1}
+    assert json.loads(run_cli(capsys, *args, "--rel-threshold", 2)[1]) == {"mrr@10": 0.5, "rel_threshold": 2}
 
 
 # --------------------------------------------------------------------------- user errors
@@ -209,7 +210,7 @@ def test_console_script_subprocess(beir, tmp_path):
                         "--metrics", "ndcg@10", "mrr@10", "--json"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert set(json.loads(p.stdout)) == {"ndcg@10", "mrr@10"}
+    assert set(json.loads(p.stdout)) == {"ndcg@10", "mrr@10", "rel_threshold"}
     p = subprocess.run([exe, "evaluate", str(run_path), "--qrels", str(tmp_path / "absent.txt")],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert p.returncode == 2

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrank.training.distill import STUDENT_FILE, DistillConfig, DistillTrainer, GroupCollator, answer_token_ids, load_student, train_distill
+from llmrank.students import STUDENT_FILE, load_student
+from llmrank.students.pointwise import GroupCollator, PointwiseStudent, answer_token_ids
 
 
 def make_groups(n_queries: int = 4, size: int = 4) -> list[dict]:
@@ -25,20 +26,19 @@ def make_groups(n_queries: int = 4, size: int = 4) -> list[dict]:
     return groups
 
 
-def training_args(out: Path, steps: int, lr: float = 5e-3):
-    from transformers import TrainingArguments
-
-    return TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=2, learning_rate=lr,
-                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0)
+def student_config(out: Path, steps: int, lr: float = 5e-3, **fields):
+    """One config: the student's fields and the TrainingArguments fields together."""
+    return PointwiseStudent.config_class()(output_dir=str(out), max_steps=steps, per_device_train_batch_size=2,
+                                           learning_rate=lr, logging_steps=1, save_strategy="no", report_to=[],
+                                           use_cpu=True, seed=0, **fields)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("distill")
-    cfg = DistillConfig(model=str(tiny_model_dir), loss="listnet", group_size=4, max_doc_tokens=32, lora_r=8,
-                        lora_alpha=16, lora_dropout=0.0, merge=True)
-    args = training_args(out, steps=24)
-    train_distill(cfg, make_groups(2), args)
+    cfg = student_config(out, steps=24, model=str(tiny_model_dir), loss="listnet", group_size=4, max_doc_tokens=32,
+                         lora_r=8, lora_alpha=16, lora_dropout=0.0, merge=True)
+    PointwiseStudent.train(cfg, make_groups(2))
     return out, cfg
 
 
@@ -64,6 +64,8 @@ def test_adapter_reloads_and_scores_like_merged_and_like_training(trained):
     # the training code path (collator + DistillTrainer.student_scores) gives the same scores
     tok, prompt = adapter.backend.tokenizer, adapter.prompt
     batch = GroupCollator(tok, prompt, cfg.max_doc_tokens, cfg.group_size)([group])
+    from llmrank.students.pointwise import DistillTrainer
+
     trainer = DistillTrainer.__new__(DistillTrainer)
     trainer.answer_ids = torch.tensor(answer_token_ids(tok, prompt))
     with torch.no_grad():
@@ -74,9 +76,9 @@ def test_adapter_reloads_and_scores_like_merged_and_like_training(trained):
 
 def test_qlora_nf4_trains_a_few_steps(tiny_model_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
-    cfg = DistillConfig(model=str(tiny_model_dir), loss="ranknet", group_size=4, max_doc_tokens=32, lora_r=4,
-                        lora_alpha=8, qlora=True)
-    train_distill(cfg, make_groups(2), training_args(tmp_path, steps=2, lr=1e-2))
+    cfg = student_config(tmp_path, steps=2, lr=1e-2, model=str(tiny_model_dir), loss="ranknet", group_size=4,
+                         max_doc_tokens=32, lora_r=4, lora_alpha=8, qlora=True)
+    PointwiseStudent.train(cfg, make_groups(2))
     cfg_json = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg_json["r"] == 4
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")

@@ -11,12 +11,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from _tiny import build_tiny_llama
+
 from llmrank import models
 from llmrank.errors import LlmrankError
 from llmrank.models import (
     MARKER,
     REGISTRY,
-    build_tiny_llama,
     list_models,
     prepare_model,
     prepared_facts,

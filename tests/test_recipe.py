@@ -60,7 +60,7 @@ BAD = [
      ["key 'data.queries'", "greater than or equal to 1", "got -3"]),
     ("group-size-1", BASE + "distill:\n  group_size: 1\n", [], ["key 'distill.group_size'", "greater than or equal to 2"]),
     ("lora-unknown-key", BASE + "distill:\n  lora: {rank: 8}\n", [],
-     ["key 'distill.lora'", "unknown LoRA key(s) ['rank']", "expected r, alpha, dropout, target_modules"]),
+     ["key 'distill.lora.rank'", "unknown LoRA key", "expected r, alpha, dropout, target_modules"]),
     ("training-not-a-mapping", BASE + "distill:\n  training: [1, 2]\n", [],
      ["key 'distill.training'", "valid dictionary", "got a list"]),
     ("section-not-a-mapping", BASE + "distill: yes please\n", [], ["key 'distill'", "valid dictionary"]),
@@ -75,7 +75,7 @@ BAD = [
      ["key 'teacher.members[0].mehtod'", "did you mean 'method'"]),
     ("fusion-member-type", BASE + "teacher:\n  method: fusion\n  members:\n    - method: [dense]\n", [],
      ["key 'teacher.members[0].method'", "valid string", "got a list"]),
-    ("distill-kind", BASE + "distill:\n  kind: listwise\n", [], ["key 'distill.kind'", "'pointwise' or 'reasoning'"]),
+    ("distill-kind", BASE + "distill:\n  kind: listwise\n", [], ["key 'distill.kind'", "unknown student kind 'listwise'", "pointwise, reasoning"]),
     ("seed-text", BASE + "seed: abc\n", [], ["key 'seed'", "valid integer"]),
     ("export-enabled", BASE + "export:\n  enabled: maybe\n", [], ["key 'export.enabled'", "valid boolean"]),
     ("eval-top-k-0", BASE + "eval:\n  top_k: 0\n", [], ["key 'eval.top_k'", "greater than or equal to 1"]),
@@ -191,7 +191,7 @@ def test_set_overrides_parse_yaml_types(tmp_path):
     r = load_recipe(path, [
         "distill.training.max_steps=10",
         "distill.training.learning_rate=1e-4",
-        "distill.training.new_key=text",
+        "distill.training.run_name=text",
         "teacher.options={window: 4, step: 2}",
         "eval.metrics=[ndcg@10, mrr@10]",
         "eval.datasets[1].queries=5",
@@ -201,7 +201,7 @@ def test_set_overrides_parse_yaml_types(tmp_path):
         "refine.method=dpo",  # a section not in the file is created
         "name=with=equals",   # only the first '=' splits
     ])
-    assert r.distill.training == {"max_steps": 10, "learning_rate": 1e-4, "new_key": "text"}
+    assert r.distill.training == {"max_steps": 10, "learning_rate": 1e-4, "run_name": "text"}
     assert r.teacher.options == {"window": 4, "step": 2}
     assert r.eval.metrics == ["ndcg@10", "mrr@10"]
     assert r.eval.datasets[1].queries == 5 and r.eval.datasets[0].queries is None
@@ -210,8 +210,8 @@ def test_set_overrides_parse_yaml_types(tmp_path):
 
 
 def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
-    path = _write(tmp_path, BASE + "distill:\n  training: {learning_rate: 1e-4, weight_decay: 5E-2, eps: .5e-8}\n")
-    assert load_recipe(path).distill.training == {"learning_rate": 1e-4, "weight_decay": 5e-2, "eps": 0.5e-8}
+    path = _write(tmp_path, BASE + "distill:\n  training: {learning_rate: 1e-4, weight_decay: 5E-2, adam_epsilon: .5e-8}\n")
+    assert load_recipe(path).distill.training == {"learning_rate": 1e-4, "weight_decay": 5e-2, "adam_epsilon": 0.5e-8}
 
 
 def test_apply_override_in_place():
@@ -502,7 +502,7 @@ def test_run_writes_manifests_report_plots_and_table(pipeline):
     report = (root / "report.md").read_text()
     assert "## tiny-test (4 queries, top-6 reranked)" in report and "![tiny-test-scores.png](eval/tiny-test-scores.png)" in report
     table = pipeline["stdout"]
-    assert "| ranker | ndcg@10 | recall@20 | mrr@10 |" in table
+    assert "| ranker | ndcg@10 | recall@20(rel>=1) | mrr@10(rel>=1) |" in table
     for label in ("first stage (BM25)", "teacher", "student, zero-shot", "student, distilled"):
         assert f"| {label} |" in table and f"| {label} |" in report
     assert f"report: {root / 'report.md'}" in table
@@ -651,7 +651,13 @@ def test_accelerate_two_cpu_processes_shard_the_teacher(pipeline):
     one = pipeline["teacher"]
     assert list(two) == list(one)  # joined in query order
     for qid, rec in one.items():
-        assert two[qid] == rec, qid  # key, ranking and scores
+        # the same key and the same scores per document; the float sums of batches that mix other queries
+        # (queries in flight) may differ in the last digits, so near-ties may come in another order
+        assert two[qid]["key"] == rec["key"], qid
+        mine = dict(zip(two[qid]["ranking"], two[qid]["scores"]))
+        theirs = dict(zip(rec["ranking"], rec["scores"]))
+        assert mine.keys() == theirs.keys(), qid
+        assert [mine[d] for d in theirs] == pytest.approx([theirs[d] for d in theirs], rel=1e-5, abs=1e-6), qid
 
 
 # -- stage bookkeeping without a model -------------------------------------------------------------------

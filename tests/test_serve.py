@@ -61,22 +61,10 @@ def _summary():
 @pytest.fixture(scope="module")
 def student_dir(smollm2_dir, tmp_path_factory) -> Path:
     """A pointwise SmolLM2 student: LoRA r=8 on all linear layers with seeded random B (so the merged model
-    differs from the base), saved exactly as ``train_distill`` saves one."""
-    import torch
+    differs from the base), saved exactly as ``PointwiseStudent.train`` saves one."""
+    from conftest import make_pointwise_student
 
-    from llmrank.prompts import load_prompt
-    from llmrank.training.distill import DistillConfig, load_student_base, save_student
-
-    cfg = DistillConfig(model=str(smollm2_dir), max_doc_tokens=MAX_DOC_TOKENS, lora_r=8, lora_alpha=16, lora_dropout=0.0)
-    torch.manual_seed(0)  # lora_A's initialisation
-    tok, model, base_path = load_student_base(cfg)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    out = tmp_path_factory.mktemp("student")
-    save_student(model, tok, cfg, base_path, out, load_prompt(cfg.prompt))
+    out = make_pointwise_student(smollm2_dir, tmp_path_factory.mktemp("student"), max_doc_tokens=MAX_DOC_TOKENS)
     return out / "adapter"
 
 
@@ -100,7 +88,7 @@ def export_fp32(student_dir, tmp_path_factory) -> Path:
 
 def hf_student(export_dir: Path):
     """The ``hf`` reference: the exported weights through load_student (float32 compute, variants=False)."""
-    from llmrank.training.distill import load_student
+    from llmrank.students import load_student
 
     reranker = load_student(export_dir, dtype="float32")
     assert reranker.variants is False and reranker.max_doc_tokens == MAX_DOC_TOKENS
@@ -267,7 +255,7 @@ class TestPoolingServerBF16:
         score near 0.5. So: scores within 0.05, and the order equal to hf's wherever hf's scores are more
         than that noise (0.05) apart. The float32 export below is held to 1e-4 and the exact order."""
         from llmrank.serve.client import RerankClient
-        from llmrank.training.distill import load_student
+        from llmrank.students import load_student
 
         client = RerankClient(server.url, export_dir=export_bf16)
         assert client.model == "student"  # found in /v1/models by the export folder
@@ -373,7 +361,7 @@ class TestPoolingServerFP32:
 
     def test_rerank_agrees_with_hf_to_float_precision(self, server, export_fp32, student_dir):
         from llmrank.serve.client import RerankClient
-        from llmrank.training.distill import load_student
+        from llmrank.students import load_student
 
         reference = hf_student(export_fp32).score(QUERY, DOCS)
         unmerged = load_student(student_dir, dtype="float32").score(QUERY, DOCS)  # the LoRA adapter, not merged

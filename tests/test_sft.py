@@ -1,4 +1,4 @@
-"""The reasoning student (llmrank.training.sft): SFT examples from teacher rationales, trl SFT with LoRA and
+"""The reasoning student (llmrank.students.reasoning): SFT examples from teacher rationales, trl SFT with LoRA and
 assistant-only loss, save/load, and the reranker that scores the verdict token."""
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from llmrank.data.types import Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.prompts import load_prompt, render_chat
 from llmrank.rerankers.rationale import build_rationale_messages, build_rationale_prompt
-from llmrank.training.sft import (
+from llmrank.students.reasoning import (
     OUTPUT_FORMAT,
     ReasoningStudentReranker,
-    SFTStudentConfig,
     build_sft_examples,
     build_sft_trainer,
     sft_sequence,
     sft_texts,
     teacher_verdicts,
-    train_sft,
     verdict_prefix,
 )
 
@@ -65,14 +63,15 @@ def tiny_tok(tiny_dir):
 
 
 def sft_args(out: Path, **kw):
-    from trl import SFTConfig
+    """A ReasoningStudentConfig: trl's SFTConfig fields and the student's together."""
+    from llmrank.students.reasoning import ReasoningStudent
 
     base = dict(output_dir=str(out), max_steps=15, per_device_train_batch_size=2, learning_rate=1e-2,
                 lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
                 bf16=False, gradient_checkpointing=False, use_cpu=True, seed=0, disable_tqdm=True,
                 train_sampling_strategy="sequential", dataloader_num_workers=0)
     base.update(kw)
-    return SFTConfig(**base)
+    return ReasoningStudent.config_class()(**base)
 
 
 # -- verdict parsing ----------------------------------------------------------------------------------
@@ -228,8 +227,8 @@ OVERFIT = [  # two examples, one yes, one no
 
 def test_labels_mask_prompt_tokens(tiny_dir, tiny_tok, tmp_path, one_thread):
     examples = build_sft_examples(DATA, OVERFIT, tokenizer=tiny_tok)
-    cfg = SFTStudentConfig(model=str(tiny_dir), lora_r=4, lora_alpha=8, lora_dropout=0.0)
-    trainer, tok, _, prompt = build_sft_trainer(cfg, examples, sft_args(tmp_path))
+    cfg = sft_args(tmp_path, model=str(tiny_dir), lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    trainer, tok, _, prompt = build_sft_trainer(cfg, examples)
     assert trainer.completion_only_loss and trainer.args.max_length == cfg.max_length
     batch = next(iter(trainer.get_train_dataloader()))
     labels, ids, att = batch["labels"], batch["input_ids"], batch["attention_mask"]
@@ -277,8 +276,8 @@ def test_sft_overfits_saves_and_reranks(tiny_dir, tiny_tok, tmp_path, one_thread
 
     from llmrank.backends.hf import HFBackend
 
-    from llmrank.training.distill import STUDENT_FILE, load_student
-    from llmrank.training.sft import load_reasoning_student
+    from llmrank.students import STUDENT_FILE, load_student
+    from llmrank.students.reasoning import ReasoningStudent
 
     class Losses(TrainerCallback):
         values: list = []
@@ -289,8 +288,9 @@ def test_sft_overfits_saves_and_reranks(tiny_dir, tiny_tok, tmp_path, one_thread
 
     losses = Losses()
     examples = build_sft_examples(DATA, OVERFIT, tokenizer=tiny_tok)
-    cfg = SFTStudentConfig(model=str(tiny_dir), lora_r=8, lora_alpha=16, lora_dropout=0.0, max_new_tokens=24, merge=True)
-    out = train_sft(cfg, examples, sft_args(tmp_path / "run"), callbacks=[losses])
+    cfg = sft_args(tmp_path / "run", model=str(tiny_dir), lora_r=8, lora_alpha=16, lora_dropout=0.0, max_new_tokens=24,
+                   merge=True)
+    out = ReasoningStudent.train(cfg, examples, callbacks=[losses])
     assert len(losses.values) == 15
     # a random tiny model's logits are small (tied embeddings of std 0.02), so the loss cannot fall far below
     # log(vocab) ~ 10.8; it falls steadily all the same
@@ -303,7 +303,7 @@ def test_sft_overfits_saves_and_reranks(tiny_dir, tiny_tok, tmp_path, one_thread
     assert lora_b and all(float(w.abs().max()) > 0 for w in lora_b)  # B starts at zero: every one moved
     meta = json.loads((adapter / STUDENT_FILE).read_text())
     assert meta["kind"] == "reasoning" and meta["prompt_key"] == "rationale@1"
-    assert meta["verdict_regex"] == r"Verdict:\s*(yes|no)" and meta["output_format"] == OUTPUT_FORMAT
+    assert meta["parse"]["verdict_regex"] == r"Verdict:\s*(yes|no)" and meta["parse"]["output_format"] == OUTPUT_FORMAT
     assert (out / "merged" / STUDENT_FILE).is_file()
 
     p_yes = []
@@ -321,15 +321,21 @@ def test_sft_overfits_saves_and_reranks(tiny_dir, tiny_tok, tmp_path, one_thread
     base = HFBackend(str(tiny_dir), model_obj=AutoModelForCausalLM.from_pretrained(tiny_dir), tokenizer=tiny_tok, device="cpu")
     untrained = ReasoningStudentReranker(base, max_tokens=24).rerank(QUERIES["q1"], [DOCS["d1"], DOCS["d0"], DOCS["d3"]])
     assert untrained.extra["p_yes"] != pytest.approx(p_yes[0], abs=1e-3)
-    assert isinstance(load_reasoning_student(adapter), ReasoningStudentReranker)
+    assert isinstance(load_student(adapter), ReasoningStudentReranker)
 
 
-def test_pointwise_student_is_not_reasoning(tmp_path, tiny_dir):
-    from llmrank.training.distill import STUDENT_FILE
-    from llmrank.training.sft import load_reasoning_student
+def test_a_student_is_reranked_only_as_its_own_kind(tmp_path, tiny_dir):
+    import argparse
+
+    from llmrank.commands.rerank import build_from_args
+    from llmrank.students import STUDENT_FILE
 
     merged = tmp_path / "pw"
     shutil.copytree(tiny_dir, merged)
     (merged / STUDENT_FILE).write_text(json.dumps({"kind": "pointwise", "prompt": "yes_no", "max_doc_tokens": 64}))
-    with pytest.raises(LlmrankError, match="not a reasoning student"):
-        load_reasoning_student(merged)
+    args = argparse.Namespace(model=str(merged), method="reasoning", prompt=None, dtype="float32", batch_size=None)
+    with pytest.raises(LlmrankError, match="is a pointwise student; rerank it with --method pointwise"):
+        build_from_args(args, {})
+    args.method, args.prompt = "pointwise", "graded"
+    with pytest.raises(LlmrankError, match="drop --prompt"):
+        build_from_args(args, {})

@@ -9,26 +9,27 @@ Label log-probabilities: from a vLLM server, exactly, through its ``logprob_toke
 full-vocabulary log-softmax at the label token ids); from any other server, from the top-``logprobs``
 alternatives of the first generated token, where a label outside them is ``-inf`` and counted in
 ``stats['labels_missing']`` (never an error). Requests run with a
-concurrency limit and are retried with exponential backoff on 429, 5xx and timeouts. The API key is read
+concurrency limit and are retried by llmrank's one policy (:mod:`llmrank.http`: backoff on 429, 5xx and timeouts). ``base_url`` may name
+several servers of one model (a list, or comma-separated): requests are spread round-robin over them, a
+retry goes to the next one, and ``concurrency`` bounds the requests open over the whole pool. The API key is read
 from the environment only (``OPENAI_API_KEY``, or the variable named by ``api_key_env``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from llmrank.backends.base import Backend, Generation, GenerationParams, Timer, label_variants
 from llmrank.errors import LlmrankError
+from llmrank.http import RetryPolicy, send
 
 log = logging.getLogger(__name__)
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
 class OpenAIBackend(Backend):
@@ -41,11 +42,15 @@ class OpenAIBackend(Backend):
         super().__init__(model)
         import httpx
 
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
-        if not self.base_url:
+        urls = base_url or os.environ.get("OPENAI_BASE_URL") or ""
+        urls = [u.strip().rstrip("/") for u in (urls.split(",") if isinstance(urls, str) else urls) if u and u.strip()]
+        if not urls:
             raise LlmrankError("the openai backend needs --base-url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
+        # several servers of one model (comma-separated): requests go round-robin, ``concurrency`` is the limit
+        # over the whole pool, and a request that fails on one server is retried on the next
+        self.base_urls = [u if u.endswith("/v1") else u + "/v1" for u in urls]
+        self.base_url = self.base_urls[0]
+        self._next_url = itertools.count()
         key = os.environ.get(api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(headers=headers, timeout=timeout)
@@ -54,39 +59,28 @@ class OpenAIBackend(Backend):
         self.mode = mode or ("completions" if self.tokenizer is not None else "chat")
         self.logprobs, self.concurrency = logprobs, concurrency
         self.max_retries, self.backoff = max_retries, backoff
+        self.retry = RetryPolicy(max_retries=max_retries, backoff=backoff)
         self.chunk = chunk
+        # queries in flight: enough requests to keep every connection busy (the limit applies to the pool)
+        self.default_in_flight = max(8, 4 * concurrency)
         self.token_ids_supported: bool | None = None  # vLLM's logprob_token_ids: unknown until tried
 
     # -- HTTP --------------------------------------------------------------------------------------------
     def _post(self, path: str, body: dict) -> dict:
-        import httpx
+        start = next(self._next_url)  # round-robin over the pool; a retry goes to the next server
 
-        url = f"{self.base_url}{path}"
-        for attempt in range(self.max_retries + 1):
+        def url_at(attempt: int) -> str:
+            return f"{self.base_urls[(start + attempt) % len(self.base_urls)]}{path}"
+
+        r = send(self.client, "POST", url_at, self.retry, json=body, stats=self.stats,
+                 refused_hint="is the server running? (--base-url)")
+        url = str(r.request.url)
+        if r.status_code == 200:
             try:
-                r = self.client.post(url, json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                if attempt == self.max_retries:
-                    raise LlmrankError(f"{url}: no answer after {attempt + 1} tries ({type(e).__name__}: {e})") from None
-                self._sleep(attempt, None)
-                continue
-            if r.status_code == 200:
                 return r.json()
-            if r.status_code in RETRY_STATUS and attempt < self.max_retries:
-                self.stats["retries"] += 1
-                self._sleep(attempt, r.headers.get("retry-after"))
-                continue
-            raise LlmrankError(f"{url}: HTTP {r.status_code}: {_error_message(r)}")
-        raise AssertionError("unreachable")
-
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * (2 ** attempt) * (1 + 0.25 * random.random())
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
             except ValueError:
-                pass
-        time.sleep(delay)
+                raise LlmrankError(f"{url}: the answer is not JSON: {r.text[:200]!r}") from None
+        raise LlmrankError(f"{url}: HTTP {r.status_code}: {_error_message(r)}")
 
     def _map(self, fn, items: list):
         if len(items) <= 1 or self.concurrency <= 1:

@@ -24,7 +24,9 @@ import time
 
 import numpy as np
 
-from llmrank.backends.base import Backend, Generation, GenerationParams, Timer, label_token_ids
+from collections import Counter
+
+from llmrank.backends.base import Backend, Generation, GenerationParams, ScoreRequest, Timer, label_token_ids, split_cost
 from llmrank.errors import LlmrankError
 
 MAX_LOGPROB_TOKEN_IDS = 128
@@ -66,6 +68,9 @@ def _env_defaults(values: dict):
 
 class VLLMBackend(Backend):
     name = "vllm"
+    dtype_reason: str | None = None
+    # the engine batches continuously: the more prompts a wave holds, the fuller its batches
+    default_in_flight = 256
 
     def __init__(self, model: str, dtype: str = "float32", max_model_len: int | None = None,
                  enforce_eager: bool | None = None, tokenizer=None, seed: int = 0, **llm_options):
@@ -77,7 +82,12 @@ class VLLMBackend(Backend):
 
         self.path = resolve_model(model)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.path)
+        if dtype == "auto":  # bf16 where the hardware computes it natively (vLLM's own "auto" follows the checkpoint)
+            from llmrank.backends.dtype import auto_dtype
+
+            dtype, self.dtype_reason = auto_dtype("cpu" if cpu else "cuda")
         dtype = _DTYPES.get(dtype, dtype)
+        self.dtype = dtype
         kwargs = dict(model=self.path, tokenizer=self.path, dtype=dtype, seed=seed,
                       enforce_eager=cpu if enforce_eager is None else enforce_eager)
         if max_model_len:
@@ -104,28 +114,42 @@ class VLLMBackend(Backend):
                                f"{self.max_model_len} allows; shorten the documents (max_doc_tokens)")
         return [TokensPrompt(prompt_token_ids=s) for s in ids], ids
 
-    def label_logprobs(self, prompts: list[str], labels: list[str], variants: bool = True) -> np.ndarray:
+    def _score_params(self, labels: list[str], variants: bool):
         groups = [label_token_ids(self.tokenizer, lab, variants) for lab in labels]
         flat = list(dict.fromkeys(t for g in groups for t in g))
         if len(flat) > MAX_LOGPROB_TOKEN_IDS:
             raise LlmrankError(f"{len(flat)} label token ids; vLLM returns at most {MAX_LOGPROB_TOKEN_IDS}")
+        return groups, self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=flat)
+
+    def _read_labels(self, res, groups) -> np.ndarray:
+        row = np.full(len(groups), -math.inf)
+        lp = res.outputs[0].logprobs[0]
+        for j, g in enumerate(groups):
+            vals = [lp[t].logprob for t in g if t in lp]
+            if len(vals) < len(g):
+                self.stats["labels_missing"] += len(g) - len(vals)
+            if vals:
+                row[j] = float(np.logaddexp.reduce(vals))
+        return row
+
+    def _gen_params(self, params: GenerationParams):
+        return self._vllm.SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature,
+                                         top_p=params.top_p if params.temperature > 0 else 1.0,
+                                         stop=params.stop or None, seed=params.seed)
+
+    def label_logprobs(self, prompts: list[str], labels: list[str], variants: bool = True) -> np.ndarray:
+        groups, params = self._score_params(labels, variants)
         out = np.full((len(prompts), len(labels)), -math.inf)
         if not prompts:
             return out
         inputs, ids = self._prompts(prompts)
-        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=flat)
         with Timer(self.stats):
             results = self.llm.generate(inputs, params, use_tqdm=False)
         for i, res in enumerate(results):
-            lp = res.outputs[0].logprobs[0]
-            for j, g in enumerate(groups):
-                vals = [lp[t].logprob for t in g if t in lp]
-                if len(vals) < len(g):
-                    self.stats["labels_missing"] += len(g) - len(vals)
-                if vals:
-                    out[i, j] = float(np.logaddexp.reduce(vals))
+            out[i] = self._read_labels(res, groups)
         self.stats["calls"] += len(prompts)
         self.stats["prompt_tokens"] += sum(len(s) for s in ids)
+        self.last_prompt_tokens = [len(s) for s in ids]
         return out
 
     def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[Generation]:
@@ -133,19 +157,55 @@ class VLLMBackend(Backend):
         if not prompts:
             return []
         inputs, ids = self._prompts(prompts)
-        sp = self._vllm.SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature,
-                                       top_p=params.top_p if params.temperature > 0 else 1.0,
-                                       stop=params.stop or None, seed=params.seed)
         with Timer(self.stats):
-            results = self.llm.generate(inputs, sp, use_tqdm=False)
-        out = []
-        for res, prompt_ids in zip(results, ids):
-            c = res.outputs[0]
-            out.append(Generation(c.text, len(prompt_ids), len(c.token_ids), {"finish_reason": c.finish_reason}))
-            self.stats["calls"] += 1
-            self.stats["prompt_tokens"] += len(prompt_ids)
-            self.stats["completion_tokens"] += len(c.token_ids)
-        return out
+            results = self.llm.generate(inputs, self._gen_params(params), use_tqdm=False)
+        return [self._generation(res, prompt_ids) for res, prompt_ids in zip(results, ids)]
+
+    def _generation(self, res, prompt_ids) -> Generation:
+        c = res.outputs[0]
+        self.stats["calls"] += 1
+        self.stats["prompt_tokens"] += len(prompt_ids)
+        self.stats["completion_tokens"] += len(c.token_ids)
+        return Generation(c.text, len(prompt_ids), len(c.token_ids), {"finish_reason": c.finish_reason})
+
+    def run_requests(self, requests: list) -> list[tuple[object, Counter]]:
+        """The whole wave (scoring and generation requests of every query) in ONE engine call, each prompt
+        with its own sampling parameters, so continuous batching sees every prompt at once."""
+        prompts, params, owner, readers = [], [], [], []
+        for i, r in enumerate(requests):
+            if isinstance(r, ScoreRequest):
+                groups, sp = self._score_params(r.labels, r.variants)
+                readers.append(groups)
+            else:
+                sp = self._gen_params(r.params)
+                readers.append(None)
+            prompts += r.prompts
+            params += [sp] * len(r.prompts)
+            owner += [i] * len(r.prompts)
+        if not prompts:
+            return [([] if readers[i] is None else np.zeros((0, 0)), Counter()) for i in range(len(requests))]
+        inputs, ids = self._prompts(prompts)
+        before = Counter(self.stats)
+        with Timer(self.stats):
+            results = self.llm.generate(inputs, params, use_tqdm=False)
+        answers: list[list] = [[] for _ in requests]
+        tokens = [len(s) for s in ids]
+        completion = []
+        for res, prompt_ids, i in zip(results, ids, owner):
+            if readers[i] is None:
+                g = self._generation(res, prompt_ids)
+                completion.append(g.completion_tokens)
+                answers[i].append(g)
+            else:
+                answers[i].append(self._read_labels(res, readers[i]))
+                self.stats["calls"] += 1
+                self.stats["prompt_tokens"] += len(prompt_ids)
+                completion.append(0)
+        delta = Counter({k: v - before.get(k, 0) for k, v in self.stats.items() if v != before.get(k, 0)})
+        sizes = [len(r.prompts) for r in requests]
+        costs = split_cost(delta, sizes, {"prompt_tokens": tokens, "completion_tokens": completion}, tokens)
+        return [(a if readers[i] is None else np.array(a).reshape(len(a), -1), c)
+                for i, (a, c) in enumerate(zip(answers, costs))]
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

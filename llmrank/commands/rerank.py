@@ -4,9 +4,12 @@ import json
 import sys
 
 from llmrank.backends import make_backend
+from llmrank.checks import dtype_name, positive_int
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
-from llmrank.eval.metrics import evaluate
+from llmrank.errors import LlmrankError
+from llmrank.eval.metrics import default_rel_threshold, evaluate, labelled
+from llmrank.outputs import check_output
 from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
 from llmrank.rerankers.base import total_cost
 
@@ -19,16 +22,24 @@ def add_model_arguments(p) -> None:
     p.add_argument("--model", default="smollm2-135m", help="alias (smollm2-135m, gemma3-270m), local path or hub id")
     p.add_argument("--backend", default="hf", help="hf | vllm | openai, or an http:// base URL of an OpenAI-compatible server")
     p.add_argument("--base-url", default=None, help="server URL for --backend openai")
-    p.add_argument("--dtype", default="float32", help="hf/vllm weights dtype: float32 | bfloat16 | auto")
-    p.add_argument("--batch-size", type=int, default=None, help="prompts per forward pass (hf; default 4 on CPU, 16 on GPU)")
+    p.add_argument("--dtype", type=dtype_name, default="auto",
+                   help="hf/vllm weights dtype: auto (bfloat16 where the GPU or CPU computes it natively — avx512_bf16 "
+                        "or AMX — else float32) | float32 | bfloat16")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="prompts per forward pass (hf; default 4 on CPU and 16 on GPU for scoring, 16 for generation)")
+    p.add_argument("--in-flight", type=positive_int, default=None,
+                   help="queries ranked at once, their prompts sent to the backend together (default: sized for "
+                        "the backend: hf 8 on CPU / 64 on GPU, vllm 256, openai 4 x --concurrency)")
+    p.add_argument("--concurrency", type=positive_int, default=None,
+                   help="openai backend: requests open at once over ALL its base URLs (default 8)")
 
 
 def add_data_arguments(p) -> None:
     p.add_argument("dataset", help="dataset path (BEIR dir, candidates JSON, BRIGHT dir, jsonl)")
     p.add_argument("--split", default="test", help="BEIR qrels split, or BRIGHT task")
-    p.add_argument("--top-k", type=int, default=20, help="rerank the first k candidates of each query")
-    p.add_argument("--first-stage-k", type=int, default=100, help="BM25 depth when the dataset has no candidates")
-    p.add_argument("--queries", type=int, default=None, help="keep only the first N queries")
+    p.add_argument("--top-k", type=positive_int, default=20, help="rerank the first k candidates of each query")
+    p.add_argument("--first-stage-k", type=positive_int, default=100, help="BM25 depth when the dataset has no candidates")
+    p.add_argument("--queries", type=positive_int, default=None, help="keep only the first N queries")
+    p.add_argument("--overwrite", action="store_true", help="replace --output even if llmrank did not write it")
 
 
 def backend_options(args) -> dict:
@@ -40,24 +51,106 @@ def backend_options(args) -> dict:
         opts["batch_size"] = args.batch_size
     if args.base_url:
         opts["base_url"] = args.base_url
+    if getattr(args, "concurrency", None) and (backend == "openai" or backend.startswith("http")):
+        opts["concurrency"] = args.concurrency
     return opts
+
+
+def configure(reranker, args):
+    """Apply the run options every model command shares (queries in flight) and say what ``auto`` chose."""
+    if getattr(args, "in_flight", None) is not None:
+        if args.in_flight < 1:
+            from llmrank.errors import LlmrankError
+
+            raise LlmrankError(f"--in-flight must be at least 1, got {args.in_flight}")
+        reranker.in_flight = args.in_flight
+    backend = getattr(reranker, "backend", None)
+    reason = getattr(backend, "dtype_reason", None)
+    if reason:
+        print(f"dtype auto: {str(backend.dtype).removeprefix('torch.')} ({reason})", file=sys.stderr)
+    return reranker
 
 
 def add_arguments(p) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
-    p.add_argument("--method", default="pointwise", choices=sorted(RERANKERS), help="ranking method")
+    p.add_argument("--method", default="pointwise", choices=sorted([*RERANKERS, "reasoning"]),
+                   help="ranking method (a saved student is scored as its kind: pointwise or reasoning)")
     p.add_argument("--prompt", default=None, help="prompt name under prompts/ or a YAML path (default: the method's)")
+    p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. window=4 (value read as JSON when it parses, else a string; repeatable)")
     p.add_argument("-o", "--output", required=True, help="TREC run to write (a .json path writes a candidates JSON)")
 
 
+def parse_options(items: list[str]) -> dict:
+    """``["max_tokens=128", "variants=false", "x=abc"]`` -> ``{"max_tokens": 128, "variants": False, "x": "abc"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LlmrankError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _build(method: str, backend, prompt, options: dict):
+    try:
+        return build_reranker(method, backend, prompt, **options)
+    except TypeError as e:
+        if options and "unexpected keyword argument" in str(e):
+            raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
+        raise
+
+
+def build_from_args(args, options: dict):
+    """The reranker the flags name. A ``--model`` that is a saved student (a folder with
+    ``llmrank_student.json``: distill's adapter/ or merged/, or an export) is scored through the student
+    layer, exactly as it was trained (its prompt, answer tokens and document length); the method must then
+    be the student's own."""
+    from llmrank.students import is_student_dir, load_student, read_meta
+
+    if is_student_dir(args.model):
+        kind = read_meta(args.model).get("kind", "pointwise")
+        if args.method != kind:
+            raise LlmrankError(f"--model {args.model} is a {kind} student; rerank it with --method {kind} "
+                               f"(not {args.method})")
+        if args.prompt:
+            raise LlmrankError(f"--model {args.model} is a student trained with its own prompt; drop --prompt")
+        opts = {"dtype": args.dtype}
+        if args.batch_size:
+            opts["batch_size"] = args.batch_size
+        return load_student(args.model, **opts)
+    if args.method == "reasoning":
+        raise LlmrankError("--method reasoning scores a saved reasoning student: give its folder as --model")
+    if needs_backend(args.method):
+        return _build(args.method, make_backend(args.backend, args.model, **backend_options(args)), args.prompt, options)
+    return build_reranker(args.method, None, model=args.model, **options)  # e.g. dense: its own encoder
+
+
+def check_model_args(args, method: str, model: str | None) -> None:
+    """Model name and backend checked before any work (no hub retry loop for a name that is none)."""
+    from llmrank.students import is_student_dir
+
+    if model and is_student_dir(model):
+        return
+    if method in RERANKERS and needs_backend(method) and args.backend in ("hf", "vllm") and model:
+        from llmrank.models import check_model
+
+        check_model(model)
+
+
 def run(args) -> int:
+    options = parse_options(args.options)
+    check_output(args.output, "candidates" if args.output.endswith(".json") else "run", args.overwrite,
+                 inputs=[args.dataset])
+    check_model_args(args, args.method, args.model)
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = ensure_candidates(data, args.first_stage_k, show_progress=sys.stderr.isatty()).subset(data.queries)
-    if needs_backend(args.method):
-        reranker = build_reranker(args.method, make_backend(args.backend, args.model, **backend_options(args)), args.prompt)
-    else:  # e.g. dense: its own encoder, named by --model
-        reranker = build_reranker(args.method, None, model=args.model)
+    reranker = build_from_args(args, options)
+    configure(reranker, args)
     run_, rankings = reranker.rerank_all(data, first, args.top_k)
     if args.output.endswith(".json"):
         from llmrank.data.trec import write_candidates_json
@@ -73,7 +166,10 @@ def run(args) -> int:
     judged = [q for q in run_.qids() if q in (data.qrels or {})]
     if judged:
         metrics = ["ndcg@10", "mrr@10"]
-        before = evaluate(first.subset(judged).top(args.top_k), data.qrels, metrics)
-        after = evaluate(run_.subset(judged).top(args.top_k), data.qrels, metrics)
-        print(json.dumps({"first_stage": before, args.method: after}))
+        rel = default_rel_threshold(data.qrels)
+        # the very run written (reranked head + first-stage tail), so `llmrank evaluate` of the file agrees
+        before = evaluate(first.subset(judged), data.qrels, metrics, rel)
+        after = evaluate(run_.subset(judged), data.qrels, metrics, rel)
+        print(json.dumps({"first_stage": labelled(before, rel), args.method: labelled(after, rel),
+                          "judged_queries": len(judged), "top_k": args.top_k}))
     return 0

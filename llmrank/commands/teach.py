@@ -4,11 +4,20 @@ import json
 import sys
 
 from llmrank.backends import make_backend
-from llmrank.commands.rerank import add_data_arguments, add_model_arguments, backend_options
+from llmrank.commands.rerank import (
+    _build,
+    add_data_arguments,
+    add_model_arguments,
+    backend_options,
+    check_model_args,
+    configure,
+    parse_options,
+)
 from llmrank.data import load_dataset
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
-from llmrank.eval.metrics import evaluate
+from llmrank.eval.metrics import default_rel_threshold, evaluate, labelled
+from llmrank.outputs import check_output
 from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
 from llmrank.teacher import COST_FIELDS, read_teacher_run, run_teacher, teacher_candidates
 
@@ -61,27 +70,50 @@ def first_stage(data, kind: str, k: int, dense_model: str):
     return data.candidates
 
 
-def parse_options(items: list[str]) -> dict:
-    """``["max_tokens=128", "variants=false", "x=abc"]`` -> ``{"max_tokens": 128, "variants": False, "x": "abc"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise LlmrankError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+def _world_size() -> int:
+    """Processes started by ``accelerate launch`` (or torchrun) for this command, across all machines."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def _build(method: str, backend, prompt, options: dict):
-    try:
-        return build_reranker(method, backend, prompt, **options)
-    except TypeError as e:
-        if options and "unexpected keyword argument" in str(e):
-            raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
-        raise
+def _run_sharded(reranker, data, first, args) -> dict | None:
+    """Under ``accelerate launch``: process i of n teaches every n-th query not yet in ``--output`` into
+    ``OUTPUT.part<i>.jsonl`` (resumable like the file itself); then the main process appends the parts'
+    records to ``--output`` in query order and removes the parts. Workers return None."""
+    from pathlib import Path
+
+    import torch
+    from accelerate import PartialState
+
+    from llmrank.teacher import TeacherRun
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    out = Path(args.output)
+    done = set(read_teacher_run(out)) if out.is_file() else set()
+    todo = [q for q in first.qids() if q not in done]
+    part = out.with_name(f"{out.name}.part{state.process_index}.jsonl")
+    stats = run_teacher(reranker, data, first.subset(todo[state.process_index::state.num_processes]), args.top_k, part,
+                        progress=state.is_main_process and None, require_rationales=args.rationales)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    parts = [out.with_name(f"{out.name}.part{i}.jsonl") for i in range(state.num_processes)]
+    records: dict = {}
+    for f in parts:
+        if f.is_file():
+            records.update(read_teacher_run(f))
+    with TeacherRun(out) as run:
+        for qid in todo:
+            if qid in records:
+                run.append(records[qid])
+        n_queries = len(first.qids())
+    for f in parts:
+        f.unlink(missing_ok=True)
+    stats.update(queries=n_queries, done=len([q for q in todo if q in records]), skipped=len(done),
+                 path=str(out), processes=state.num_processes)
+    print(f"{state.num_processes} processes taught {stats['done']} queries into {out}", file=sys.stderr)
+    return stats
 
 
 def _cost_line(cost: dict) -> str:
@@ -95,22 +127,42 @@ def run(args) -> int:
     method = args.method or ("rationale" if args.rationales else "listwise")
     if method not in RERANKERS:
         raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
+    check_output(args.output, "teacher", inputs=[args.dataset], resume=True)
+    if needs_backend(method):
+        check_model_args(args, method, args.model or args.llm_default_model)
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
     first = first_stage(data, args.first_stage, args.first_stage_k, args.dense_model).subset(data.queries)
     options = parse_options(args.options)
+    if options.get("rationalize") is True:  # rationalization explains the judged labels: give it the qrels
+        if not data.qrels:
+            raise LlmrankError(f"--option rationalize=true: {data.source} has no judgements (qrels) to explain")
+        options["qrels"] = data.qrels
     backend = None
-    if needs_backend(method):
+    from llmrank.students import is_student_dir
+
+    if args.model and is_student_dir(args.model):  # a saved student teaches as it was trained to score
+        from llmrank.commands.rerank import build_from_args
+
+        args.method = method
+        reranker = build_from_args(args, options)
+    elif needs_backend(method):
         backend = make_backend(args.backend, args.model or args.llm_default_model, **backend_options(args))
         reranker = _build(method, backend, args.prompt, options)
     else:
         reranker = _build(method, None, args.prompt, {"model": args.model or args.dense_model, **options})
+    configure(reranker, args)
     if args.rationales and not getattr(reranker, "has_rationales", False):
         raise LlmrankError(f"--rationales: method '{method}' writes no explanations; use --method rationale")
     try:
-        stats = run_teacher(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
+        if _world_size() > 1:
+            stats = _run_sharded(reranker, data, first, args)
+        else:
+            stats = run_teacher(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
     finally:
         if backend is not None:
             backend.close()
+    if stats is None:  # a worker process of a sharded run: the main process reports
+        return 0
     print(f"{args.output}: {stats['queries']} queries, {stats['done']} done now, {stats['skipped']} skipped "
           f"(already in the file), top-{args.top_k} ranked by {method}", file=sys.stderr)
     if stats["repaired_bytes"]:
@@ -123,7 +175,9 @@ def run(args) -> int:
         qids = [q for q in first.qids() if q in run_ and q in data.qrels]
         if qids:
             teacher = teacher_candidates({q: run_[q] for q in qids})
-            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, ["ndcg@10"])
-            after = evaluate(teacher, data.qrels, ["ndcg@10"])
-            print(json.dumps({"queries": len(qids), "first_stage": before, "teacher": after}))
+            rel = default_rel_threshold(data.qrels)
+            metrics = ["ndcg@10", "mrr@10"]
+            before = evaluate(first.subset(qids).top(args.top_k), data.qrels, metrics, rel)
+            after = evaluate(teacher, data.qrels, metrics, rel)
+            print(json.dumps({"queries": len(qids), "first_stage": labelled(before, rel), "teacher": labelled(after, rel)}))
     return 0

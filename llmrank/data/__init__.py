@@ -8,6 +8,7 @@ from pathlib import Path
 from llmrank.data.beir import is_beir_dir, load_beir
 from llmrank.data.bright import BRIGHT_TASKS, is_bright_dir, load_bright
 from llmrank.data.jsonl import is_llmrank_jsonl, load_jsonl
+from llmrank.data.io import open_text
 from llmrank.data.trec import load_candidates_json, read_qrels, read_run, read_topics, write_run
 from llmrank.data.types import Candidates, Doc, Qrels, Query, RankingData
 from llmrank.errors import LlmrankError
@@ -31,16 +32,17 @@ LAYOUTS = (
 def _is_candidates_json(path: Path) -> bool:
     if not path.is_file() or path.suffix != ".json":
         return False
-    with open(path, encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", errors="replace").lstrip()
     if not head.startswith("["):
         return False
     if '"hits"' in head or head[1:].lstrip().startswith("]"):
         return True
     # A first query longer than the head (BRIGHT queries reach 20k characters) hides "hits": parse it all.
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        with open_text(path) as f:
+            items = json.loads(f.read())
+    except (json.JSONDecodeError, LlmrankError):
         return False
     return isinstance(items, list) and (not items or isinstance(items[0], dict) and "hits" in items[0])
 
@@ -94,19 +96,32 @@ def load_dataset(path: str | Path, split: str = "test", query_field: str = "quer
     return data
 
 
-def load_run(path: str | Path) -> Candidates:
-    """A run to evaluate: a TREC run file or a candidates JSON."""
+def load_run(path: str | Path, lenient: bool = False, issues=None) -> Candidates:
+    """A run to evaluate: a TREC run file or a candidates JSON (teacher runs: see :mod:`llmrank.teacher`).
+
+    ``lenient`` and ``issues``: see :func:`llmrank.data.trec.read_run`."""
     p = Path(path)
+    if p.is_dir():
+        raise LlmrankError(f"{p}: is a folder, expected a run file")
     if not p.is_file():
         raise LlmrankError(f"{p}: file not found")
     if _is_candidates_json(p):
-        return load_candidates_json(p).candidates
-    with open(p, encoding="utf-8") as f:
+        run = load_candidates_json(p).candidates
+        if not len(run):
+            raise LlmrankError(f"{p}: the run is empty (a candidates JSON with no queries)")
+        return run
+    with open(p, "rb") as f:
         head = f.read(1).strip()
-    if head in ("[", "{"):
+    if head in (b"[", b"{"):
+        with open_text(p) as f:
+            text = f.read()
         try:
-            json.loads(p.read_text(encoding="utf-8"))
+            json.loads(text)
         except json.JSONDecodeError as e:
+            if e.msg == "Extra data":
+                raise LlmrankError(f"{p}: one JSON object per line, but not a teacher run (records with 'qid', 'key' "
+                                   "and 'ranking') or any run llmrank evaluates: give a TREC run, a candidates JSON "
+                                   "or a teacher run") from None
             raise LlmrankError(f"{p}: malformed JSON at line {e.lineno} ({e.msg})") from None
         raise LlmrankError(f"{p}: a JSON run must be a candidates list [{{query, hits}}]")
-    return read_run(p)
+    return read_run(p, lenient=lenient, issues=issues)

@@ -26,7 +26,14 @@ def load_corpus(path: Path) -> dict[str, Doc]:
     for lineno, rec in read_jsonl(path):
         where = f"{path}:{lineno}"
         docid = str(require(rec, "_id", where, (str, int)))
-        docs[docid] = Doc(docid, require(rec, "text", where), rec.get("title") or "")
+        if docid in docs:
+            raise LlmrankError(f"{where}: duplicate document _id '{docid}'")
+        title = rec.get("title") or ""
+        if not isinstance(title, str):
+            raise LlmrankError(f"{where}: key 'title' should be str, got {type(title).__name__}")
+        docs[docid] = Doc(docid, require(rec, "text", where), title)
+    if not docs:
+        raise LlmrankError(f"{path}: no documents (the corpus file is empty)")
     return docs
 
 
@@ -39,10 +46,14 @@ def load_beir(path: str | Path, split: str = "test") -> RankingData:
         raise LlmrankError(f"{path}: no qrels for split '{split}' (expected {qrels_path}; splits found: {have or 'none'})")
     qrels = read_qrels(qrels_path)
     queries = {}
+    seen: dict[str, int] = {}
     qfile = _find(path, "queries")
     for lineno, rec in read_jsonl(qfile):
         where = f"{qfile}:{lineno}"
         qid = str(require(rec, "_id", where, (str, int)))
+        if qid in seen:
+            raise LlmrankError(f"{where}: duplicate query _id '{qid}' (first at line {seen[qid]})")
+        seen[qid] = lineno
         if qid in qrels:
             queries[qid] = Query(qid, require(rec, "text", where), rec.get("metadata") or {})
     missing = [q for q in qrels if q not in queries]

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llmrank.cache import cache_root, corpus_key
+from llmrank.cache import cache_root, corpus_key, discard, publish, scratch_dir, seal, verify
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 
@@ -40,29 +40,43 @@ class BM25Index:
         # let it follow the application's level instead (-v shows INFO, never DEBUG).
         logging.getLogger("bm25s").setLevel(logging.NOTSET)
         if not docs:
-            raise LlmrankError("BM25 needs documents, and this dataset has none (BRIGHT without its documents, or a run file)")
+            raise LlmrankError("BM25 needs documents, and this dataset has none (a candidates file or BRIGHT examples "
+                               "without their documents); give a dataset with a corpus, or candidates")
         self.cfg = cfg
         self._stemmer = Stemmer.Stemmer(cfg.stemmer)
         self._progress = show_progress
         root = Path(cache_dir) if cache_dir else cache_root() / "bm25"
         path = root / corpus_key(docs, asdict(cfg))
-        ids_file = path / "docids.json"
-        if ids_file.is_file():
-            self.retriever = bm25s.BM25.load(str(path))
-            self.docids = json.loads(ids_file.read_text())
-            self.cached = True
-            return
+        self.cache_path = path
+        if path.exists():
+            problem = verify(path)
+            if problem is None:
+                try:
+                    retriever = bm25s.BM25.load(str(path))
+                    docids = json.loads((path / "docids.json").read_text(encoding="utf-8"))
+                    if len(docids) != len(docs):
+                        raise ValueError(f"{len(docids)} doc ids for a corpus of {len(docs)}")
+                except Exception as e:  # damaged in a way the sizes and hashes did not show
+                    problem = f"{type(e).__name__}: {e}"
+                else:
+                    self.retriever, self.docids, self.cached = retriever, docids, True
+                    return
+            log.warning("BM25 cache %s is damaged or incomplete (%s); rebuilding it", path, problem)
+            discard(path)
         self.docids = list(docs)
         tokens = bm25s.tokenize([docs[d].contents for d in self.docids], stopwords=cfg.stopwords,
                                 stemmer=self._stemmer, show_progress=show_progress)
         self.retriever = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
         self.retriever.index(tokens, show_progress=show_progress)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.retriever.save(str(tmp), show_progress=False)
-        (tmp / "docids.json").write_text(json.dumps(self.docids))
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
+        # each builder writes its own folder and renames it into place: concurrent builders never share one
+        tmp = scratch_dir(path)
+        try:
+            self.retriever.save(str(tmp), show_progress=False)
+            (tmp / "docids.json").write_text(json.dumps(self.docids), encoding="utf-8")
+            seal(tmp)
+            publish(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         self.cached = False
 
     def search(self, queries: list[Query], k: int = 100) -> Candidates:

@@ -44,7 +44,10 @@ def _records(path: Path, config: str, task: str | None) -> list[dict] | None:
         if f.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            out.extend(pq.read_table(f).to_pylist())
+            try:
+                out.extend(pq.read_table(f).to_pylist())
+            except Exception as e:  # a truncated or corrupt parquet file (pyarrow raises several kinds)
+                raise LlmrankError(f"{f}: not a readable parquet file ({type(e).__name__}: {e})") from None
         else:
             out.extend(rec for _, rec in read_jsonl(f))
     return out

@@ -3,24 +3,90 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
-
 from llmrank.errors import LlmrankError
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a text file, transparently gunzipping ``*.gz``; a missing file is a user error."""
+class TextFile:
+    """A text file read as UTF-8 (universal newlines, like ``open``), where a byte that is not UTF-8, a damaged
+    gzip stream or a read error becomes an :class:`LlmrankError` naming the file and the line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        self._f = io.TextIOWrapper(raw, encoding="utf-8", newline=None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _bad_byte(self) -> tuple[int, int, int]:
+        """``(line, column, byte)`` of the first byte that is not UTF-8 (the decoder reads ahead in blocks,
+        so the error it raises does not say which line)."""
+        raw = gzip.open(self.path, "rb") if self.path.suffix == ".gz" else open(self.path, "rb")
+        with raw:
+            for lineno, line in enumerate(raw, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return lineno, e.start + 1, line[e.start]
+        return 0, 0, 0
+
+    def _fail(self, e: BaseException):
+        if isinstance(e, UnicodeDecodeError):
+            try:
+                lineno, col, byte = self._bad_byte()
+            except (OSError, EOFError, zlib.error):
+                lineno, col, byte = 0, 0, e.object[e.start]
+            where = f"{self.path}:{lineno}" if lineno else str(self.path)
+            raise LlmrankError(f"{where}: not UTF-8 text (byte 0x{byte:02x} at column {col}); save the file as "
+                               "UTF-8") from None
+        if isinstance(e, IsADirectoryError):
+            raise LlmrankError(f"{self.path}: is a folder, expected a file") from None
+        raise LlmrankError(f"{self.path}: cannot read it ({type(e).__name__}: {e})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            try:
+                line = self._f.readline()
+            except (UnicodeDecodeError, OSError, EOFError, zlib.error) as e:  # not UTF-8; a damaged .gz
+                self._fail(e)
+                raise
+            if not line:
+                return
+            yield line
+
+    def read(self, n: int = -1) -> str:
+        try:
+            return self._f.read(n)
+        except (UnicodeDecodeError, OSError, EOFError, zlib.error) as e:
+            self._fail(e)
+            raise
+
+
+def open_text(path: str | Path) -> TextFile:
+    """Open a text file for reading, transparently gunzipping ``*.gz``; a missing file, a folder, bytes
+    that are not UTF-8 and a damaged gzip stream are user errors naming the file (and line)."""
     path = Path(path)
+    if path.is_dir():
+        raise LlmrankError(f"{path}: is a folder, expected a file")
     if not path.is_file():
         raise LlmrankError(f"{path}: file not found")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    try:
+        return TextFile(path)
+    except OSError as e:
+        raise LlmrankError(f"{path}: cannot open it ({e.strerror or e})") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from pathlib import Path
 
 from llmrank.data.io import atomic_write_text, open_text, require
 from llmrank.data.types import Candidates, Doc, Qrels, Query, RankingData
 from llmrank.errors import LlmrankError
+from llmrank.outputs import WRITTEN_BY
 
 
-def read_run(path: str | Path) -> Candidates:
-    """A TREC run (``qid Q0 docid rank score tag``), each query's list sorted by score, best first."""
+def read_run(path: str | Path, lenient: bool = False, issues: Counter | None = None) -> Candidates:
+    """A TREC run (``qid Q0 docid rank score tag``), each query's list sorted by score, best first.
+
+    Strict, as trec_eval is: a NaN or infinite score, a docid listed twice for one query and an empty run
+    are errors naming the file and line. ``lenient=True`` counts them in ``issues`` instead (``nan_scores``,
+    ``duplicate_docids``): a NaN or infinite score ranks last, and the first line of a duplicate docid wins.
+    """
     lists: dict[str, list[tuple[str, float, int]]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    issues = issues if issues is not None else Counter()
     with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
@@ -22,9 +32,25 @@ def read_run(path: str | Path) -> Candidates:
                 raise LlmrankError(f"{path}:{lineno}: a TREC run line has 6 fields (qid Q0 docid rank score tag), got {len(parts)}")
             qid, _, docid, rank, score, _ = parts
             try:
-                lists.setdefault(qid, []).append((docid, float(score), int(rank)))
+                value, rank_ = float(score), int(rank)
             except ValueError:
                 raise LlmrankError(f"{path}:{lineno}: rank must be an integer and score a number") from None
+            if not math.isfinite(value):
+                if not lenient:
+                    raise LlmrankError(f"{path}:{lineno}: score {score} is not a finite number (query {qid}, doc "
+                                       f"{docid}); fix the run, or pass --lenient to rank such documents last")
+                issues["nan_scores"] += 1
+                value = -math.inf
+            if (qid, docid) in seen:
+                if not lenient:
+                    raise LlmrankError(f"{path}:{lineno}: doc {docid} is listed twice for query {qid} (first at line "
+                                       f"{seen[qid, docid]}); fix the run, or pass --lenient to keep the first")
+                issues["duplicate_docids"] += 1
+                continue
+            seen[qid, docid] = lineno
+            lists.setdefault(qid, []).append((docid, value, rank_))
+    if not lists:
+        raise LlmrankError(f"{path}: the run is empty (no 'qid Q0 docid rank score tag' lines)")
     # trec_eval's order: score descending, ties by docid descending (two stable sorts).
     out = {}
     for q, items in lists.items():
@@ -65,9 +91,15 @@ def read_qrels(path: str | Path) -> Qrels:
                     f"{path}:{lineno}: a qrels line has 4 fields (qid iter docid grade) or 3 (query-id corpus-id score), got {len(parts)}"
                 )
             try:
-                qrels.setdefault(qid, {})[docid] = int(float(grade))
+                value = float(grade)
             except ValueError:
                 raise LlmrankError(f"{path}:{lineno}: relevance grade '{grade}' is not a number") from None
+            if not math.isfinite(value):
+                raise LlmrankError(f"{path}:{lineno}: relevance grade '{grade}' is not a finite number")
+            judged = qrels.setdefault(qid, {})
+            if docid in judged:
+                raise LlmrankError(f"{path}:{lineno}: query {qid} judges doc {docid} twice")
+            judged[docid] = int(value)
     if not qrels:
         raise LlmrankError(f"{path}: no judgements found")
     return qrels
@@ -96,7 +128,7 @@ def load_candidates_json(path: str | Path) -> RankingData:
     path = Path(path)
     with open_text(path) as f:
         try:
-            items = json.load(f)
+            items = json.loads(f.read())
         except json.JSONDecodeError as e:
             raise LlmrankError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
     if not isinstance(items, list):
@@ -117,17 +149,23 @@ def load_candidates_json(path: str | Path) -> RankingData:
         if qid in queries:
             raise LlmrankError(f"{where}: duplicate qid '{qid}'")
         entries = []
+        seen: dict[str, int] = {}
         for j, hit in enumerate(hits):
             hw = f"{where}, hit {j}"
             if not isinstance(hit, dict):
                 raise LlmrankError(f"{hw}: expected an object with 'docid' and 'content'")
             docid = str(require(hit, "docid", hw, (str, int)))
+            if docid in seen:
+                raise LlmrankError(f"{hw}: doc {docid} is listed twice for query {qid} (first as hit {seen[docid]})")
+            seen[docid] = j
             docs[docid] = Doc(docid, require(hit, "content", hw))
             score, rank = hit.get("score"), hit.get("rank", j + 1)
             try:
                 entries.append((docid, float(score) if score is not None else float(len(hits) - j), int(rank)))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise LlmrankError(f"{hw}: 'score' must be a number and 'rank' an integer") from None
+            if not math.isfinite(entries[-1][1]):
+                raise LlmrankError(f"{hw}: score {score} is not a finite number")
         entries.sort(key=lambda e: e[2])
         queries[qid] = Query(qid, text)
         lists[qid] = [(d, s) for d, s, _ in entries]
@@ -140,6 +178,7 @@ def write_candidates_json(data: RankingData, candidates: Candidates, path: str |
     for qid, items in candidates.items():
         out.append(
             {
+                **({"written_by": WRITTEN_BY} if not out else {}),  # how llmrank recognises its own output
                 "query": data.queries[qid].text,
                 "hits": [
                     {"content": data.docs[d].contents, "qid": qid, "docid": d, "rank": r, "score": s}

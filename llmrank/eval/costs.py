@@ -16,7 +16,7 @@ import time
 from llmrank.data.types import RankingData
 
 LABELS = {"first_stage": "first stage (BM25)", "teacher": "teacher", "student_before": "student, zero-shot",
-          "student": "student, distilled"}
+          "student": "student, distilled", "student_refined": "student, refined"}
 
 
 def first_stage_cost(data: RankingData, k: int) -> dict:

@@ -55,7 +55,43 @@ def parse_metric(name: str, rel_threshold: int = 1):
     return ir_measures.parse_measure(text)
 
 
+def check_metric(name) -> str | None:
+    """Why ``name`` is not a metric llmrank can compute, or None when it is."""
+    if not isinstance(name, str):
+        return f"expected a metric name such as ndcg@10 (got {name!r})"
+    try:
+        parse_metric(name)
+    except LlmrankError as e:
+        return str(e)
+    return None
+
+
+def is_binary(name: str) -> bool:
+    """Whether a metric name is a binary measure (reads the relevance threshold)."""
+    m = re.fullmatch(r"([a-zA-Z-]+)(?:@(\d+))?", name.strip())
+    return bool(m) and _NAMES.get(m.group(1).lower()) in _BINARY
+
+
+def default_rel_threshold(qrels: Qrels) -> int:
+    """The collection's convention for binary measures: 2 on TREC DL's graded 0–3 passage judgements (the
+    track counts grades 2 and 3 relevant), 1 otherwise (BEIR, BRIGHT, binary qrels)."""
+    grades = {g for docs in qrels.values() for g in docs.values()}
+    return 2 if grades and max(grades) == 3 and min(grades) == 0 and len(grades) >= 3 else 1
+
+
+def label(name: str, rel_threshold: int) -> str:
+    """A metric name with the threshold its figure used when it is binary: ``mrr@10(rel>=2)``."""
+    return f"{name}(rel>={rel_threshold})" if is_binary(name) else name
+
+
+def labelled(scores: dict, rel_threshold: int) -> dict:
+    """``scores`` keyed by :func:`label` (for printing: every binary figure shows its threshold)."""
+    return {label(k, rel_threshold): v for k, v in scores.items()}
+
+
 def _check(run: Candidates, qrels: Qrels) -> None:
+    if not len(run):
+        raise LlmrankError("the run is empty: no query to evaluate")
     unknown = [q for q in run if q not in qrels]
     if unknown and len(unknown) == len(run):
         raise LlmrankError(f"none of the run's {len(run)} queries is in the qrels (first run qid: {unknown[0]})")
@@ -67,6 +103,9 @@ def _check(run: Candidates, qrels: Qrels) -> None:
 def evaluate(run: Candidates, qrels: Qrels, metrics=DEFAULT_METRICS, rel_threshold: int = 1,
              per_query: bool = False) -> dict:
     """Mean of each metric over the run's queries, keyed by the metric names as given.
+
+    ``rel_threshold`` is trec_eval's ``-l`` (1 by default, as trec_eval); the commands pass the collection's
+    convention (:func:`default_rel_threshold`) and print it beside every binary figure (:func:`labelled`).
 
     With ``per_query=True`` returns ``{name: {qid: value}}`` instead. Queries of the qrels that the run
     lacks count as 0 only if they are in the run; as in trec_eval, the mean is over the run's queries.

@@ -16,16 +16,32 @@ import json
 from pathlib import Path
 
 from llmrank.eval.costs import LABELS
+REWARD_CURVES = {"grpo": [("reward", "mean reward")],
+                 "dpo": [("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin")]}
+"""What the report plots against step for each refine method (keys of the trainer's logged rows)."""
 
 
-def _table(rows: dict, metrics: list[str]) -> list[str]:
-    head = ["ranker", *metrics, "calls/q", "prompt tok/q", "s/q"]
+def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
+    from llmrank.eval.metrics import label
+
+    rel = next(iter(rows.values()), {}).get("rel_threshold", 1)  # binary measures show their threshold
+    # rows that generate text (rationale teachers, reasoning students) add generated tokens and parse failures
+    generates = any((rec.get("cost") or {}).get("completion_tokens") or "parse_failures" in (rec.get("cost") or {})
+                    for rec in rows.values())
+    head = ["ranker", *[label(m, rel) for m in metrics], "calls/q", "prompt tok/q", "s/q"]
+    if generates:
+        head += ["gen tok/q", "parse failures"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, rec in rows.items():
         c = rec.get("cost") or {}
         cells = [LABELS.get(row, row)] + [f"{rec['metrics'].get(m, float('nan')):.4f}" for m in metrics]
         cells += [f"{c.get('calls_per_query', 0):.1f}", f"{c.get('prompt_tokens_per_query', 0):.0f}",
                   f"{c.get('seconds_per_query', 0):.3f}"]
+        if generates:
+            docs = rec.get("queries", 0) * top_k  # documents scored: one output each
+            fails = c.get("parse_failures")
+            cells += [f"{c.get('completion_tokens_per_query', 0):.0f}",
+                      "–" if fails is None else f"{int(fails)}" + (f" ({fails / docs:.1%})" if docs else "")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -64,7 +80,7 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    dist = [r for r in ("teacher", "student_before", "student") if r in rows]
+    dist = [r for r in ("teacher", "student_before", "student", "student_refined") if r in rows]
     if dist:
         fig, axes = plt.subplots(1, len(dist), figsize=(4 * len(dist), 3))
         axes = [axes] if len(dist) == 1 else axes
@@ -96,6 +112,40 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
     return files
 
 
+def _refine_plot(runner) -> tuple[list[str], str | None]:
+    """The refine stage's reward curve (GRPO: mean reward; DPO: reward accuracy and margin) against step, and
+    a line comparing the first and the last quarter of the logged steps."""
+    from llmrank.training.refined import read_trainer_log
+
+    r = runner.recipe.refine
+    rows = read_trainer_log(runner.stage_dir("refine")) if r is not None else []
+    curves = [(k, name) for k, name in REWARD_CURVES.get(r.method if r else "", []) if any(k in x for x in rows)]
+    if not curves:
+        return [], None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3))
+    axes = [axes] if len(curves) == 1 else axes
+    summary = []
+    for ax, (key, name) in zip(axes, curves):
+        pts = [(x["step"], x[key]) for x in rows if key in x]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color="tab:purple")
+        ax.set_xlabel("step")
+        ax.set_title(f"{r.method.upper()}: {name}", fontsize=9)
+        q = max(1, len(pts) // 4)
+        first, last = sum(v for _, v in pts[:q]) / q, sum(v for _, v in pts[-q:]) / q
+        summary.append(f"{name} {first:.4f} (mean of the first quarter of {len(pts)} logged steps) → {last:.4f} "
+                       "(last quarter)")
+    fig.tight_layout()
+    f = runner.root / "refine-reward.png"
+    _save_png(fig, f)
+    plt.close(fig)
+    return [f.name], "Refinement: " + "; ".join(summary) + "."
+
+
 def _agreement_table(name: str, rows: dict, eval_dir: Path) -> list[str]:
     """Kendall τ and nDCG@10 of each student row against the teacher's ranking, next to nDCG@10 vs qrels."""
     from llmrank.data import read_run
@@ -106,7 +156,7 @@ def _agreement_table(name: str, rows: dict, eval_dir: Path) -> list[str]:
         return []
     teacher = read_run(teacher_run)
     lines = ["| ranker | Kendall τ vs teacher | nDCG@10 vs teacher | nDCG@10 vs qrels |", "|---|---|---|---|"]
-    for row in ("first_stage", "student_before", "student"):
+    for row in ("first_stage", "student_before", "student", "student_refined"):
         f = eval_dir / name / f"{row}.trec"
         if row not in rows or not f.is_file():
             continue
@@ -151,12 +201,24 @@ def write_report(runner) -> str:
     if teach_manifest.is_file():
         stats = json.loads(teach_manifest.read_text()).get("teacher", {})
         if stats.get("metrics"):
+            from llmrank.eval.metrics import labelled
+
+            rel = stats.get("rel_threshold", 1)
             md.append(f"On the {stats.get('queries', '?')} training queries: teacher "
-                      + ", ".join(f"{k}={v:.4f}" for k, v in stats["metrics"].items())
-                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in stats.get("first_stage_metrics", {}).items()))
+                      + ", ".join(f"{k}={v:.4f}" for k, v in labelled(stats["metrics"], rel).items())
+                      + "; first stage " + ", ".join(f"{k}={v:.4f}" for k, v in labelled(stats.get("first_stage_metrics", {}), rel).items()))
     if recipe.distill:
         d = recipe.distill
-        md.append(f"Student: `{d.model}` + LoRA, loss `{d.loss}`, prompt `{d.prompt}`, training {d.training}")
+        how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
+        md.append(f"Student ({d.kind}): `{d.model}` + LoRA, {how}, prompt `{d.prompt}`, training {d.training}")
+    if recipe.refine:
+        rf = recipe.refine
+        md.append(f"Refinement: **{rf.method}**"
+                  + (f", rewards {[(x.name, x.weight) for x in rf.rewards]}" if rf.rewards else "")
+                  + f", training {rf.training}")
+        files, line = _refine_plot(runner)
+        if line:
+            md += ["", line, *[f"![{f}]({f})" for f in files]]
     md.append("")
     if getattr(ev, "note", None):
         md += [f"**What this run shows.** {ev.note.strip()}", ""]
@@ -169,14 +231,15 @@ def write_report(runner) -> str:
         names = sorted(p.name for p in eval_dir.iterdir() if p.is_dir()) if eval_dir.is_dir() else []
     for name in names:
         rows = {}
-        for row in ev.baselines:
+        extra = sorted(p.stem for p in (eval_dir / name).glob("student_*.json") if p.stem not in ev.baselines)
+        for row in [*ev.baselines, *extra]:
             f = eval_dir / name / f"{row}.json"
             if f.is_file():
                 rows[row] = json.loads(f.read_text())
         if not rows:
             continue
         n = next(iter(rows.values()))["queries"]
-        table = _table(rows, ev.metrics)
+        table = _table(rows, ev.metrics, ev.top_k)
         md += [f"## {name} ({n} queries, top-{ev.top_k} reranked)", "", *table, ""]
         from llmrank.eval.costs import cost_lines
 
@@ -186,6 +249,10 @@ def write_report(runner) -> str:
         if agree:
             md += ["Student–teacher agreement (how well each ranking reproduces the teacher's order on the same "
                    "candidates), next to quality against the qrels:", "", *agree, ""]
+        if "student" in rows and "student_refined" in rows:
+            md += ["Refined − distilled student: " + ", ".join(
+                f"{m} {rows['student_refined']['metrics'].get(m, float('nan')) - rows['student']['metrics'].get(m, float('nan')):+.4f}"
+                for m in ev.metrics) + ".", ""]
         md += [f"![{f}]({eval_dir.name}/{f})" for f in _plots(name, rows, eval_dir)] + [""]
         terminal += [f"{name} ({n} queries)", *table, *costs, *agree, ""]
     _write_if_changed(runner.root / "report.md", "\n".join(md).encode("utf-8"))

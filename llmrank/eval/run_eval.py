@@ -1,9 +1,10 @@
 """Evaluation of a recipe's rankers on its eval datasets: one table row per ranker.
 
 Rows: ``first_stage`` (BM25 top-k as retrieved), ``teacher`` (the recipe's teacher reranking the same
-top-k), ``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring)
-and ``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as
-it is done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
+top-k; a rationalizing teacher judges unaided here, since the eval labels would make it the oracle),
+``student_before`` (the student's base model, zero-shot, with the student's prompt and scoring) and
+``student`` (the distilled student). Each row is written to ``eval/<dataset>/<row>.json`` as soon as it is
+done (metrics, per-query metrics, cost, and the run), so an interrupted evaluation resumes by row.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import hashlib
 import json
 import logging
 import sys
+from pathlib import Path
 
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.data.io import atomic_write_text
 from llmrank.errors import LlmrankError
-from llmrank.eval.metrics import evaluate
+from llmrank.eval.metrics import default_rel_threshold, evaluate
 from llmrank.recipe import SUITES_DIR, EvalDataset, eval_entries, load_suite
 from llmrank.rerankers.base import total_cost
 
@@ -32,60 +34,69 @@ def suite_datasets(suite: str) -> list[dict]:
     return [d.model_dump() for d in load_suite(suite)[1]]
 
 
-def _rerankers(runner, row: str, qrels):
-    r = runner.recipe
+def _reranker(recipe, row: str, qrels, students: dict):
     if row == "teacher":
-        from llmrank.runner import build_teacher
+        from llmrank.rerankers import build_teacher
 
-        return build_teacher(r.teacher, qrels)
+        teacher = recipe.teacher
+        if teacher.options.get("rationalize"):  # given the eval labels it would be the oracle: judge unaided
+            teacher = teacher.model_copy(update={"options": {k: v for k, v in teacher.options.items() if k != "rationalize"}})
+        return build_teacher(teacher, qrels)
     if row == "student_before":
-        from llmrank.backends.hf import HFBackend
-        from llmrank.rerankers.pointwise import PointwiseReranker
+        from llmrank.students import get_student
 
-        return PointwiseReranker(HFBackend(r.distill.model, dtype=r.distill.dtype), r.distill.prompt,
-                                 max_doc_tokens=r.distill.max_doc_tokens, variants=False)
-    if row == "student":
-        from llmrank.training.distill import load_student
+        return get_student(recipe.distill.kind).zero_shot(recipe.distill)
+    if row in students:
+        from llmrank.students import load_student
 
-        return load_student(runner.student_dir(), dtype=r.distill.dtype)
-    raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, student)")
+        return load_student(students[row][0], dtype=recipe.distill.dtype)
+    raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, {', '.join(students) or 'student'})")
 
 
-def row_key(runner, entry: EvalDataset, row: str) -> str:
+def row_key(recipe, entry: EvalDataset, row: str, students: dict | None = None) -> str:
     """What a table row depends on, hashed: a row file with another key is stale and is computed again
     (the teacher's and first stage's rows survive a change to the student, the zero-shot student's row
     survives retraining)."""
-    r = runner.recipe
-    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"}), "top_k": r.eval.top_k,
-                   "metrics": list(r.eval.metrics)}
+    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"}), "top_k": recipe.eval.top_k,
+                   "metrics": list(recipe.eval.metrics)}
     if row == "teacher":
-        parts["teacher"] = r.teacher.model_dump()
+        parts["teacher"] = recipe.teacher.model_dump()
     elif row == "student_before":
-        parts["student"] = {k: getattr(r.distill, k) for k in ("model", "prompt", "dtype", "max_doc_tokens")}
-    elif row == "student":
-        parts["student"] = r.section_hash("data", "teacher", "distill", "refine")
+        d = recipe.distill
+        parts["student"] = {k: getattr(d, k, None) for k in ("kind", "model", "prompt", "dtype", "max_doc_tokens",
+                                                             "max_new_tokens")}
+    elif students and row in students:
+        parts["student"] = students[row][1]
     elif row == "first_stage":
         parts["cost"] = "timed"  # rows written before the first stage was timed carry no cost
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def evaluate_recipe(runner) -> dict:
-    ev = runner.recipe.eval
+def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]] | None = None,
+                    progress: bool = False) -> dict:
+    """Every eval row of ``recipe`` on every eval dataset, written under ``eval_dir``. ``students`` maps a
+    row name (``student``, and ``student_refined`` when the recipe refines) to ``(saved student dir, hash of
+    what it was trained from)``."""
+    students = students or {}
+    ev = recipe.eval
     entries = eval_entries(ev)
+    rows = list(ev.baselines) + [r for r in students if r not in ev.baselines]
     results = {}
     for entry in entries:
         name = entry.label()
         data = load_dataset(entry.dataset, entry.split, query_field=entry.query_field).first_queries(entry.queries)
         if not data.qrels:
             raise LlmrankError(f"eval dataset {entry.dataset} (split {entry.split}) has no judgements to evaluate against")
-        first = ensure_candidates(data, max(ev.top_k, 100), show_progress=runner.progress).subset(data.queries)
-        out_dir = runner.stage_dir("eval") / name
+        first = ensure_candidates(data, max(ev.top_k, 100), show_progress=progress).subset(data.queries)
+        out_dir = Path(eval_dir) / name
         results[name] = {}
-        for row in ev.baselines:
-            if row in ("student", "student_before") and runner.recipe.distill is None:
+        for row in rows:
+            if row.startswith("student") and recipe.distill is None:
+                continue
+            if row.startswith("student") and row != "student_before" and row not in students:
                 continue
             path = out_dir / f"{row}.json"
-            key = row_key(runner, entry, row)
+            key = row_key(recipe, entry, row, students)
             if path.is_file():
                 rec = json.loads(path.read_text())
                 if rec.get("key") == key:
@@ -97,22 +108,23 @@ def evaluate_recipe(runner) -> dict:
 
                 run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
             else:
-                from llmrank.eval.progress import ProgressLines
-
-                reranker = _rerankers(runner, row, data.qrels)
-                lines = None if runner.progress else ProgressLines(f"[eval] {name}: {row}", len(first))
-                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=runner.progress, on_ranking=lines)
+                reranker = _reranker(recipe, row, data.qrels, students)
+                if ev.in_flight:
+                    reranker.in_flight = ev.in_flight
+                # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
+                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
                 run = run.top(ev.top_k)
                 cost = total_cost(rankings)
             rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
                    "query_field": entry.query_field, "queries": len(run),
-                   "metrics": evaluate(run, data.qrels, ev.metrics),
+                   "metrics": evaluate(run, data.qrels, ev.metrics, default_rel_threshold(data.qrels)),
+                   "rel_threshold": default_rel_threshold(data.qrels),
                    "per_query": evaluate(run, data.qrels, ["ndcg@10"], per_query=True)["ndcg@10"],
                    "cost": cost, "scores": {q: [s for _, s in items] for q, items in run.items()}}
             write_run(run, out_dir / f"{row}.trec", tag=row)
             atomic_write_text(path, json.dumps(rec))
             results[name][row] = rec
-    atomic_write_text(runner.stage_dir("eval") / "results.json",
+    atomic_write_text(Path(eval_dir) / "results.json",
                       json.dumps({n: {r: {k: v[k] for k in ("metrics", "cost", "queries")} for r, v in rows.items()}
                                   for n, rows in results.items()}, indent=1))
     return {"inputs": {"datasets": [e.dataset for e in entries]}}

@@ -23,34 +23,59 @@ combined     :class:`CombinedLoss`                   whatever its terms need
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from llmrank.losses._utils import LossError, RankingLoss
-from llmrank.losses.bce import GradedBCELoss
-from llmrank.losses.combined import CombinedLoss
-from llmrank.losses.cprd import ContrastivePartialRankingLoss
-from llmrank.losses.label_ce import LabelCrossEntropyLoss
-from llmrank.losses.listmle import ListMLELoss
-from llmrank.losses.listnet import ListNetLoss
-from llmrank.losses.margin_mse import MarginMSELoss
-from llmrank.losses.pld import PLDLoss
-from llmrank.losses.ranknet import RankNetLoss
-
-LOSSES: dict[str, type[RankingLoss]] = {
-    "ranknet": RankNetLoss,
-    "margin_mse": MarginMSELoss,
-    "listnet": ListNetLoss,
-    "kl": ListNetLoss,
-    "listmle": ListMLELoss,
-    "pld": PLDLoss,
-    "cprd": ContrastivePartialRankingLoss,
-    "bce": GradedBCELoss,
-    "label_ce": LabelCrossEntropyLoss,
-    "combined": CombinedLoss,
+# name -> "module:Class" under llmrank.losses; classes are imported on first use, so that the names can be
+# checked (a recipe's ``distill.loss``) without importing torch
+_REGISTRY = {
+    "ranknet": "ranknet:RankNetLoss",
+    "margin_mse": "margin_mse:MarginMSELoss",
+    "listnet": "listnet:ListNetLoss",
+    "kl": "listnet:ListNetLoss",
+    "listmle": "listmle:ListMLELoss",
+    "pld": "pld:PLDLoss",
+    "cprd": "cprd:ContrastivePartialRankingLoss",
+    "bce": "bce:GradedBCELoss",
+    "label_ce": "label_ce:LabelCrossEntropyLoss",
+    "combined": "combined:CombinedLoss",
 }
+LOSS_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+"""Every registered loss name."""
+_CLASSES = {target.split(":")[1]: target for target in _REGISTRY.values()}
+_CLASSES.update({"RankingLoss": "_utils:RankingLoss", "LossError": "_utils:LossError"})
 
 
-def build_loss(name: str, **kwargs: Any) -> RankingLoss:
+def _load(target: str):
+    import importlib
+
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(f"llmrank.losses.{module}"), cls)
+
+
+class _Registry(Mapping):
+    """``LOSSES[name]`` -> the loss class (imported when asked for)."""
+
+    def __getitem__(self, name: str):
+        return _load(_REGISTRY[name])
+
+    def __iter__(self):
+        return iter(_REGISTRY)
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+
+LOSSES = _Registry()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        return _load(_CLASSES[name])
+    raise AttributeError(name)
+
+
+def build_loss(name: str, **kwargs: Any):
     """Build the loss registered as ``name`` with constructor ``kwargs``.
 
     For ``"combined"``, pass ``weights={"listnet": 1.0, "label_ce": 0.5}`` and, optionally, per-term
@@ -59,7 +84,8 @@ def build_loss(name: str, **kwargs: Any) -> RankingLoss:
     Raises:
         LossError (a ValueError): unknown name, or kwargs the loss does not accept.
     """
-    if name not in LOSSES:
+    LossError = _load(_CLASSES["LossError"])
+    if name not in _REGISTRY:
         raise LossError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
     if name == "combined":
         if "weights" not in kwargs:
@@ -68,7 +94,7 @@ def build_loss(name: str, **kwargs: Any) -> RankingLoss:
         bad = {key: value for key, value in kwargs.items() if not isinstance(value, dict)}
         if bad:
             raise LossError(f"combined: per-term kwargs must be dicts keyed by term name, got {sorted(bad)}")
-        return CombinedLoss(weights, term_kwargs=kwargs)
+        return LOSSES["combined"](weights, term_kwargs=kwargs)
     try:
         return LOSSES[name](**kwargs)
     except TypeError as error:
@@ -77,6 +103,7 @@ def build_loss(name: str, **kwargs: Any) -> RankingLoss:
 
 __all__ = [
     "LOSSES",
+    "LOSS_NAMES",
     "CombinedLoss",
     "ContrastivePartialRankingLoss",
     "GradedBCELoss",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrank.cache import cache_root, corpus_key
+from llmrank.cache import cache_root, corpus_key, discard, publish, scratch_dir, seal, verify
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
@@ -180,21 +180,26 @@ def corpus_embeddings(docs: dict[str, Doc], encoder: DenseEncoder, cache_dir: st
     root = Path(cache_dir) if cache_dir else cache_root() / "dense"
     path = root / corpus_key(docs, {"model": model_fingerprint(encoder.path), **encoder.settings()})
     ids_file, emb_file = path / "docids.json", path / "embeddings.npy"
-    if ids_file.is_file() and emb_file.is_file():
-        return np.load(emb_file), json.loads(ids_file.read_text()), True
+    if path.exists():  # a sealed entry is loaded; a damaged or incomplete one is named and rebuilt
+        problem = verify(path)
+        if problem is None:
+            return np.load(emb_file), json.loads(ids_file.read_text()), True
+        log.warning("dense cache %s is damaged or incomplete (%s); rebuilding it", path, problem)
+        discard(path)
     docids = list(docs)
     t0 = time.perf_counter()
     emb = encoder.encode([docs[d].contents for d in docids], encoder.doc_prefix, show_progress=show_progress)
     log.info("encoded %d documents with %s in %.1f s", len(docids), encoder.name, time.perf_counter() - t0)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "embeddings.npy", emb)
-    (tmp / "docids.json").write_text(json.dumps(docids))
-    (tmp / "meta.json").write_text(json.dumps({"model": encoder.name, "path": encoder.path, **encoder.settings(),
-                                               "docs": len(docids), "dim": int(emb.shape[1])}))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    tmp = scratch_dir(path)
+    try:
+        np.save(tmp / "embeddings.npy", emb)
+        (tmp / "docids.json").write_text(json.dumps(docids))
+        (tmp / "meta.json").write_text(json.dumps({"model": encoder.name, "path": encoder.path, **encoder.settings(),
+                                                   "docs": len(docids), "dim": int(emb.shape[1])}))
+        seal(tmp)
+        publish(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return emb, docids, False
 
 

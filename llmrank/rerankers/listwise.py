@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from llmrank.backends.base import Backend, GenerationParams
+from llmrank.backends.base import Backend, GenerateRequest, GenerationParams
 from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker, ranking_from_order
-from llmrank.rerankers.pairwise import cost_since
+from llmrank.rerankers.base import ranking_from_order
+from llmrank.rerankers.scheduler import StepReranker, run_steps
 from llmrank.rerankers.permutation import parse_permutation
 from llmrank.rerankers.pointwise import truncate_document
 
@@ -42,7 +42,7 @@ def sliding_windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
     return out
 
 
-class ListwiseReranker(Reranker):
+class ListwiseReranker(StepReranker):
     """RankGPT sliding-window reranking by generated permutations."""
 
     method = "listwise"
@@ -77,13 +77,17 @@ class ListwiseReranker(Reranker):
 
     def permute(self, query: str, passages: list[str]) -> tuple[list[int], Counter, str]:
         """One window: the order the model gives ``passages`` (0-based), the repairs made, the raw text."""
+        return run_steps(self.permute_steps(query, passages), self.backend)
+
+    def permute_steps(self, query: str, passages: list[str]):
+        """:meth:`permute` as steps: one request of one prompt."""
         prompt = build_listwise_prompt(self.prompt, self.backend.tokenizer, query, passages)
-        gen = self.backend.generate([prompt], GenerationParams(max_tokens=self.generation_budget(len(passages))))[0]
+        gen = (yield GenerateRequest([prompt], GenerationParams(max_tokens=self.generation_budget(len(passages)))))[0]
         order, repairs = parse_permutation(gen.text, len(passages))
         return order, repairs, gen.text
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One window per request, bottom to top, each after the one below it."""
         counts: Counter = Counter()
         texts = []
         for d in docs:
@@ -95,7 +99,7 @@ class ListwiseReranker(Reranker):
         for _ in range(self.passes):
             for start, end in sliding_windows(len(docs), self.window, self.step):
                 window = order[start:end]
-                perm, repairs, text = self.permute(query.text, [texts[i] for i in window])
+                perm, repairs, text = yield from self.permute_steps(query.text, [texts[i] for i in window])
                 order[start:end] = [window[i] for i in perm]
                 counts["windows"] += 1
                 counts["repaired_windows"] += bool(repairs)
@@ -103,7 +107,7 @@ class ListwiseReranker(Reranker):
                     counts[f"repair_{kind}"] += v
                 outputs.append(text)
         ranking = ranking_from_order([docs[i].docid for i in order])
-        cost = cost_since(self.backend.stats, before)
+        cost = Counter({key: v for key, v in cost.items() if v})
         cost.update(counts)
         ranking.cost = +cost
         ranking.extra = {"window": self.window, "step": self.step, "passes": self.passes, "outputs": outputs}

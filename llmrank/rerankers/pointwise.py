@@ -12,10 +12,12 @@ from collections import Counter
 
 import numpy as np
 
-from llmrank.backends.base import Backend
+from llmrank.backends.base import Backend, ScoreRequest, two_way
 from llmrank.data.types import Doc, Query
+from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
+from llmrank.rerankers.base import ranking_from_scores
+from llmrank.rerankers.scheduler import StepReranker
 
 DEFAULT_MAX_DOC_TOKENS = 384
 
@@ -37,7 +39,7 @@ def build_pointwise_prompt(prompt: PromptTemplate, tokenizer, query: str, docume
     return render_chat(tokenizer, prompt.messages(query=query, document=document)), truncated
 
 
-class PointwiseReranker(Reranker):
+class PointwiseReranker(StepReranker):
     """Scores every document independently; ``variants=False`` reads exactly one token per answer
     (the way a vLLM ``from_2_way_softmax`` export reads it: use it for students)."""
 
@@ -65,8 +67,43 @@ class PointwiseReranker(Reranker):
         return {"method": self.method, "model": self.backend.model, "prompt": self.prompt.key,
                 "max_doc_tokens": self.max_doc_tokens, "variants": self.variants}
 
+    def context_tokens(self) -> int | None:
+        """The longest prompt the backend's model takes, when the backend knows it."""
+        return getattr(self.backend, "max_length", None) or getattr(self.backend, "max_model_len", None)
+
+    def _overhead(self, query: str) -> int:
+        """Tokens of the prompt around an empty document (instruction, query, template)."""
+        tok = self.backend.tokenizer
+        return len(tok.encode(render_chat(tok, self.prompt.messages(query=query, document="")), add_special_tokens=False))
+
+    def check_query(self, query: Query) -> None:
+        """Before any scoring: a query whose prompt alone is over the model's context is an error naming it."""
+        limit, tok = self.context_tokens(), self.backend.tokenizer
+        if limit and tok is not None and len(query.text.encode("utf-8")) >= limit // 2:
+            need = self._overhead(query.text)
+            if need >= limit:
+                raise LlmrankError(f"query {query.qid}: its prompt without any document is {need} tokens, over the "
+                                   f"model's context of {limit}; shorten the query")
+
     def prompts_for(self, query: str, documents: list[str]) -> tuple[list[str], int]:
+        """The prompts for ``query`` and each document, and how many documents were cut: to ``max_doc_tokens``,
+        and further (from the document side) where the whole prompt would not fit the model's context."""
         built = [build_pointwise_prompt(self.prompt, self.backend.tokenizer, query, d, self.max_doc_tokens) for d in documents]
+        limit, tok = self.context_tokens(), self.backend.tokenizer
+        if limit and tok is not None:
+            budget = None
+            for i, (text, cut) in enumerate(built):
+                if len(text.encode("utf-8")) < limit:  # a token spans at least one byte: cannot be over
+                    continue
+                if len(tok.encode(text, add_special_tokens=False)) < limit:
+                    continue
+                if budget is None:
+                    budget = limit - self._overhead(query) - 8
+                    if budget < 1:
+                        raise LlmrankError(f"a query's prompt without any document is over the model's context of "
+                                           f"{limit} tokens: {query[:60]!r}…")
+                doc_budget = min(budget, self.max_doc_tokens or budget)
+                built[i] = (build_pointwise_prompt(self.prompt, tok, query, documents[i], doc_budget)[0], True)
         return [p for p, _ in built], sum(t for _, t in built)
 
     def score(self, query: str, documents: list[str]) -> np.ndarray:
@@ -74,21 +111,20 @@ class PointwiseReranker(Reranker):
         return self._score_prompts(prompts)
 
     def _score_prompts(self, prompts: list[str]) -> np.ndarray:
-        lp = self.backend.label_logprobs(prompts, self.labels, variants=self.variants)
-        if not self.graded:
-            from llmrank.backends.base import two_way
+        return self._scores(self.backend.label_logprobs(prompts, self.labels, variants=self.variants))
 
+    def _scores(self, lp: np.ndarray) -> np.ndarray:
+        if not self.graded:
             return two_way(lp[:, 0], lp[:, 1])
         lp = np.where(np.isfinite(lp), lp, -1e9)
         p = np.exp(lp - lp.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         return p @ self.grades
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One request: every document of the query."""
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
-        scores = self._score_prompts(prompts)
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
+        scores = self._scores((yield ScoreRequest(prompts, self.labels, self.variants)))
+        cost = Counter(cost)
         cost["truncated_docs"] = truncated
         return ranking_from_scores(docs, scores, cost=+cost if any(v > 0 for v in cost.values()) else cost)

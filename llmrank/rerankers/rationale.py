@@ -8,6 +8,17 @@ the rationale (``Ranking.rationales``) a reasoning student is SFT-trained on.
 An answer whose verdict cannot be read is never fatal: it is counted in ``cost["parse_failures"]`` and
 scored in the middle of the scale (0.5, or half the top grade), i.e. between the documents judged
 relevant and those judged not.
+
+**Rationalization** (``rationalize=True``, STaR: Zelikman et al., 2022), for when the documents are judged
+and the teacher is too weak to be trusted with the verdict: the judged label of each document (from the
+dataset's qrels) is put into the prompt (a prompt with a ``{{ label }}`` field; ``rationale`` becomes
+``rationale_rationalize``) and the model is asked to explain it. The verdict is then the label itself, not
+what the model wrote, so every explanation a reasoning student is trained on ends in the right verdict. The
+label is ``yes`` for a grade ``>= min_grade`` (default 1), else ``no`` — an unjudged document is ``no``; for
+a graded prompt it is the grade (at most the top one). ``cost["rationalize_mismatch"]`` counts outputs whose
+own verdict line contradicts the label (their explanation is kept: the text before that line);
+``cost["parse_failures"]`` still counts outputs without a readable verdict line. A query without any
+judgement is an error (there is no label to explain).
 """
 
 from __future__ import annotations
@@ -15,10 +26,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from llmrank.backends.base import Backend, GenerationParams
+from llmrank.backends.base import Backend, GenerateRequest, GenerationParams
 from llmrank.data.types import Doc, Query
+from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
+from llmrank.rerankers.base import ranking_from_scores
+from llmrank.rerankers.scheduler import StepReranker
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS, truncate_document
 
 _SEP = r"[\s:=*_`\"'“”‘’()\[\]<>#|\-–—]*"
@@ -75,19 +88,44 @@ def parse_rationale(text: str, graded: bool | None = None, max_grade: int = 3) -
 
 
 def build_rationale_messages(prompt: PromptTemplate, tokenizer, query: str, document: str,
-                             max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS) -> tuple[list[dict], bool]:
+                             max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, **fields) -> tuple[list[dict], bool]:
     """The chat messages (system?, user) asking for one (query, document) judgement, and whether the
     document was truncated: the one builder of rationale prompts (this reranker and the reasoning
-    student's SFT examples, :mod:`llmrank.training.sft`, both call it)."""
+    student's SFT examples, :mod:`llmrank.students.reasoning`, both call it). ``fields`` fills further
+    template fields (``label`` for rationalization)."""
     document, truncated = truncate_document(tokenizer, document, max_doc_tokens)
-    return prompt.messages(query=query, document=document), truncated
+    return prompt.messages(query=query, document=document, **fields), truncated
 
 
 def build_rationale_prompt(prompt: PromptTemplate, tokenizer, query: str, document: str,
-                           max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS) -> tuple[str, bool]:
+                           max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, **fields) -> tuple[str, bool]:
     """The model input for one (query, document) judgement, and whether the document was truncated."""
-    messages, truncated = build_rationale_messages(prompt, tokenizer, query, document, max_doc_tokens)
+    messages, truncated = build_rationale_messages(prompt, tokenizer, query, document, max_doc_tokens, **fields)
     return render_chat(tokenizer, messages), truncated
+
+
+RATIONALIZE_SUFFIX = "_rationalize"
+"""A prompt ``NAME`` without a ``{{ label }}`` field is rationalized with the prompt ``NAME_rationalize``."""
+
+
+def rationalize_prompt(prompt: PromptTemplate) -> PromptTemplate:
+    """The prompt that asks to explain a given label: ``prompt`` itself when its template reads ``label``,
+    else ``<name>_rationalize`` (``rationale`` -> ``rationale_rationalize``)."""
+    if "label" in prompt.fields:
+        return prompt
+    try:
+        variant = load_prompt(prompt.name + RATIONALIZE_SUFFIX)
+    except LlmrankError:
+        raise LlmrankError(f"rationalize: prompt '{prompt.name}' has no {{{{ label }}}} field and there is no prompt "
+                           f"'{prompt.name}{RATIONALIZE_SUFFIX}'; give a rationale prompt whose template shows the "
+                           "judged label as {{ label }} (e.g. rationale_rationalize)") from None
+    if variant.method != "rationale" or "label" not in variant.fields:
+        raise LlmrankError(f"{variant.path}: a rationalization prompt is a rationale prompt whose template reads "
+                           "{{ label }}")
+    if sorted(variant.answers) != sorted(prompt.answers):
+        raise LlmrankError(f"{variant.path}: answers {sorted(variant.answers)} differ from those of "
+                           f"'{prompt.name}' ({sorted(prompt.answers)})")
+    return variant
 
 
 def parse_verdict(text: str, graded: bool | None = None, max_grade: int = 3) -> float | None:
@@ -95,7 +133,7 @@ def parse_verdict(text: str, graded: bool | None = None, max_grade: int = 3) -> 
     return parse_rationale(text, graded, max_grade)[1]
 
 
-class RationaleReranker(Reranker):
+class RationaleReranker(StepReranker):
     """Generates an explanation and a verdict for each (query, document) and ranks by verdict."""
 
     method = "rationale"
@@ -104,11 +142,27 @@ class RationaleReranker(Reranker):
 
     def __init__(self, backend: Backend, prompt: str | PromptTemplate = "rationale",
                  max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, max_tokens: int = 192,
-                 temperature: float = 0.0, seed: int = 0):
+                 temperature: float = 0.0, seed: int = 0, rationalize: bool = False, qrels=None,
+                 min_grade: int = 1):
         self.backend = backend
         self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
         if self.prompt.method != "rationale":
             raise ValueError(f"prompt '{self.prompt.name}' is for {self.prompt.method}, not rationale")
+        if not isinstance(rationalize, bool):
+            raise LlmrankError(f"option rationalize: expected true or false, got {rationalize!r}")
+        self.rationalize = rationalize
+        self.qrels = qrels
+        self.min_grade = min_grade
+        if rationalize:
+            if not qrels:
+                raise LlmrankError("option rationalize: the teacher explains the judged labels, so it needs a "
+                                   "dataset with judgements (qrels); this one has none")
+            if not isinstance(min_grade, int) or min_grade < 1:
+                raise LlmrankError(f"option min_grade: expected an integer >= 1, got {min_grade!r}")
+            self.prompt = rationalize_prompt(self.prompt)
+        elif "label" in self.prompt.fields:
+            raise LlmrankError(f"prompt '{self.prompt.name}' shows the judged label ({{{{ label }}}}): use it with "
+                               "option rationalize: true")
         keys = list(self.prompt.answers) or ["yes", "no"]
         self.graded = sorted(keys) != ["no", "yes"]
         if self.graded:
@@ -125,30 +179,56 @@ class RationaleReranker(Reranker):
 
     @property
     def cache_key(self) -> dict:
-        return {"method": self.method, "model": self.backend.model, "prompt": self.prompt.key,
-                "max_doc_tokens": self.max_doc_tokens, "max_tokens": self.params.max_tokens,
-                "temperature": self.params.temperature, "seed": self.params.seed}
+        key = {"method": self.method, "model": self.backend.model, "prompt": self.prompt.key,
+               "max_doc_tokens": self.max_doc_tokens, "max_tokens": self.params.max_tokens,
+               "temperature": self.params.temperature, "seed": self.params.seed}
+        if self.rationalize:  # absent when off, so the keys of runs made before the option existed still hold
+            key.update(rationalize=True, min_grade=self.min_grade)
+        return key
 
-    def prompts_for(self, query: str, documents: list[str]) -> tuple[list[str], int]:
-        built = [build_rationale_prompt(self.prompt, self.backend.tokenizer, query, d, self.max_doc_tokens)
-                 for d in documents]
+    def label_of(self, qid: str, docid: str) -> float:
+        """The verdict rationalization explains: 1/0 (grade >= ``min_grade``), or the grade for a graded prompt."""
+        grade = self.qrels[qid].get(docid, 0)
+        if self.graded:
+            return float(min(max(grade, 0), self.max_grade))
+        return 1.0 if grade >= self.min_grade else 0.0
+
+    def _label_word(self, verdict: float) -> str:
+        if self.graded:
+            return self.prompt.answers.get(str(int(verdict)), str(int(verdict)))
+        return self.prompt.answers.get("yes" if verdict else "no", "yes" if verdict else "no")
+
+    def prompts_for(self, query: str, documents: list[str], labels: list[str] | None = None) -> tuple[list[str], int]:
+        built = [build_rationale_prompt(self.prompt, self.backend.tokenizer, query, d, self.max_doc_tokens,
+                                        **({} if labels is None else {"label": labels[i]}))
+                 for i, d in enumerate(documents)]
         return [p for p, _ in built], sum(t for _, t in built)
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
-        prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
-        gens = self.backend.generate(prompts, self.params)
-        scores, rationales, verdicts, failures = [], {}, {}, 0
-        for doc, gen in zip(docs, gens):
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One request: a judgement of every document (with rationalize: an explanation of its judged label)."""
+        labels = None
+        if self.rationalize:
+            if query.qid not in self.qrels:
+                raise LlmrankError(f"rationalize: query '{query.qid}' has no judgements in the qrels, so there is "
+                                   "no label to explain; teach only judged queries")
+            labels = [self.label_of(query.qid, d.docid) for d in docs]
+        prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs],
+                                              None if labels is None else [self._label_word(v) for v in labels])
+        gens = yield GenerateRequest(prompts, self.params)
+        scores, rationales, verdicts, failures, mismatch = [], {}, {}, 0, 0
+        for i, (doc, gen) in enumerate(zip(docs, gens)):
             explanation, verdict = parse_rationale(gen.text, self.graded, self.max_grade)
             if verdict is None:
                 failures += 1
+            if labels is not None:
+                mismatch += verdict is not None and verdict != labels[i]
+                verdict = labels[i]
             scores.append(self.fallback if verdict is None else verdict)
             rationales[doc.docid] = explanation
             verdicts[doc.docid] = verdict
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
         cost = Counter({k: v for k, v in cost.items() if v})
         cost["parse_failures"] = failures
         cost["truncated_docs"] = truncated
+        if labels is not None:
+            cost["rationalize_mismatch"] = mismatch
         return ranking_from_scores(docs, scores, rationales=rationales, cost=cost, extra={"verdicts": verdicts})

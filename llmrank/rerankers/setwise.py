@@ -24,11 +24,11 @@ from collections import Counter
 
 import numpy as np
 
-from llmrank.backends.base import Backend, GenerationParams
+from llmrank.backends.base import Backend, GenerateRequest, GenerationParams, ScoreRequest
 from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, Reranker
-from llmrank.rerankers.pairwise import cost_since, heap_top_k, parse_choice, sorted_order_ranking
+from llmrank.rerankers.pairwise import heap_top_k_steps, parse_choice, sorted_order_ranking
+from llmrank.rerankers.scheduler import StepReranker, run_steps
 from llmrank.rerankers.pointwise import truncate_document
 
 DEFAULT_MAX_DOC_TOKENS = 128
@@ -40,7 +40,7 @@ def build_setwise_prompt(prompt: PromptTemplate, tokenizer, query: str, passages
     return render_chat(tokenizer, prompt.messages(query=query, passages=passages, labels=labels))
 
 
-class SetwiseReranker(Reranker):
+class SetwiseReranker(StepReranker):
     """Best-of-c comparisons driving a heapsort or bubble sort of the top-k."""
 
     method = "setwise"
@@ -79,25 +79,30 @@ class SetwiseReranker(Reranker):
 
     def choose(self, query: str, passages: list[str], counts: Counter | None = None) -> int:
         """Position in ``passages`` of the one the model finds most relevant (ties: the earliest)."""
+        return run_steps(self.choose_steps(query, passages, counts), self.backend)
+
+    def choose_steps(self, query: str, passages: list[str], counts: Counter | None = None):
+        """:meth:`choose` as steps: one request of one prompt."""
         counts = counts if counts is not None else Counter()
         labels = self.labels[: len(passages)]
         prompt = build_setwise_prompt(self.prompt, self.backend.tokenizer, query, passages, labels)
         counts["comparisons"] += 1
         if self.use_logits:
             try:
-                lp = np.asarray(self.backend.label_logprobs([prompt], labels, variants=self.variants)[0], dtype=float)
+                lp = yield ScoreRequest([prompt], labels, self.variants)
+                lp = np.asarray(lp[0], dtype=float)
                 return int(np.argmax(np.where(np.isfinite(lp), lp, -np.inf))) if np.isfinite(lp).any() else 0
             except NotImplementedError:  # a backend that only generates
                 self.use_logits = False
-        text = self.backend.generate([prompt], GenerationParams(max_tokens=self.max_tokens))[0].text
+        text = (yield GenerateRequest([prompt], GenerationParams(max_tokens=self.max_tokens)))[0].text
         choice = parse_choice(text, labels)
         if choice is None:
             counts["unparseable"] += 1
             return 0
         return choice
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """One set prompt per request."""
         counts: Counter = Counter()
         texts = []
         for d in docs:
@@ -107,21 +112,21 @@ class SetwiseReranker(Reranker):
         cache: dict[tuple[int, ...], int] = {}
         first_won = [0]  # position bias: sets won by the passage shown first (A)
 
-        def best_of(group: list[int]) -> int:
+        def best_of(group: list[int]):
             if len(group) == 1:
                 return 0
             key = tuple(group)
             if key in cache:
                 counts["cache_hits"] += 1
             else:
-                cache[key] = self.choose(query.text, [texts[i] for i in group], counts)
+                cache[key] = yield from self.choose_steps(query.text, [texts[i] for i in group], counts)
                 first_won[0] += cache[key] == 0
             return cache[key]
 
         n = len(docs)
         k = min(self.top_k, n)
         if self.strategy == "heapsort":
-            top = heap_top_k(n, k, self.set_size - 1, best_of)
+            top = yield from heap_top_k_steps(n, k, self.set_size - 1, best_of)
         else:
             order = list(range(n))
             c = self.set_size
@@ -131,7 +136,7 @@ class SetwiseReranker(Reranker):
                 end = n
                 while True:
                     start = max(p, end - c)
-                    w = best_of(order[start:end])
+                    w = yield from best_of(order[start:end])
                     if w:
                         order.insert(start, order.pop(start + w))
                     if start == p:
@@ -139,7 +144,7 @@ class SetwiseReranker(Reranker):
                     end = start + 1  # the winner, now at ``start``, opens the next window up
             top = order[:k]
         ranking = sorted_order_ranking(docs, top)
-        cost = cost_since(self.backend.stats, before)
+        cost = Counter({key: v for key, v in cost.items() if v})
         cost.update(counts)
         ranking.cost = +cost
         ranking.extra = {"strategy": self.strategy, "set_size": self.set_size,

@@ -30,11 +30,11 @@ import numpy as np
 
 from llmrank.data.types import Doc, Query
 from llmrank.errors import LlmrankError
+from llmrank.http import RetryPolicy, send
 from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
 from llmrank.serve.export import SERVE_FILE
 
 log = logging.getLogger(__name__)
-RETRY_STATUS = {429, 502, 503, 504}
 
 
 def _root_url(url: str) -> str:
@@ -107,6 +107,8 @@ class RerankClient(Reranker):
         self._model_resolved = model is not None or self.export_dir is None
         self.batch_size = batch_size
         self.max_retries = max_retries
+        # nothing listening is not worth waiting for: `llmrank serve` prints its URL once ready
+        self.retry = RetryPolicy(max_retries=max_retries, retry_refused=False)
         self.client = httpx.Client(timeout=timeout)
         self.stats: Counter = Counter()
 
@@ -145,28 +147,15 @@ class RerankClient(Reranker):
 
     # -- HTTP -----------------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        import httpx
-
         url = self.url + path
-        for attempt in range(self.max_retries + 1):
+        r = send(self.client, method, url, self.retry, json=body, stats=self.stats,
+                 refused_hint="is it running? Start one with `llmrank serve EXPORT_DIR --port PORT`")
+        if r.status_code == 200:
             try:
-                r = self.client.request(method, url, json=body)
-            except httpx.ConnectError as e:
-                raise LlmrankError(f"cannot reach a server at {self.url} ({_reason(e)}): is it running? Start one with "
-                                   "`llmrank serve EXPORT_DIR --port PORT`") from None
-            except httpx.TimeoutException:
-                if attempt < self.max_retries:
-                    continue
-                raise LlmrankError(f"{url}: no answer within {self.client.timeout.read} s") from None
-            except httpx.TransportError as e:
-                raise LlmrankError(f"{url}: {type(e).__name__}: {_reason(e)}") from None
-            if r.status_code == 200:
                 return r.json()
-            if r.status_code in RETRY_STATUS and attempt < self.max_retries:
-                time.sleep(0.5 * 2 ** attempt)
-                continue
-            raise LlmrankError(self._explain(url, r, body))
-        raise AssertionError("unreachable")
+            except ValueError:
+                raise LlmrankError(f"{url}: the answer is not JSON: {r.text[:200]!r}") from None
+        raise LlmrankError(self._explain(url, r, body))
 
     def _explain(self, url: str, r, body: dict | None) -> str:
         message, payload = _error_message(r)
@@ -242,11 +231,6 @@ class RerankClient(Reranker):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _reason(e: Exception) -> str:
-    text = str(e) or type(e).__name__
-    return "connection refused" if "refused" in text.lower() else text
 
 
 def _error_message(r) -> tuple[str, object]:

@@ -1,1 +1,2 @@
-"""Trainers: ``distill`` (pointwise student on ranking losses), ``sft`` (reasoning student), ``grpo``, ``dpo``."""
+"""What students share: training examples from teacher runs (:mod:`llmrank.training.examples`) and, on top
+of any student kind, refinement. The students themselves live in :mod:`llmrank.students`."""

@@ -1,5 +1,8 @@
 """The reasoning student: SFT on a teacher's rationales, so a small model explains, then gives a verdict.
 
+Its config is :class:`ReasoningStudentConfig`, trl's ``SFTConfig`` plus :class:`ReasoningFields` (built on
+first use: this module imports no deep-learning library at import time).
+
 **Examples** (:func:`build_sft_examples`). One chat example per (query, document) the teacher explained::
 
     {"messages": [{"role": "system", ...},            # when the prompt has a system message
@@ -21,7 +24,7 @@ teacher, by this rule:
 
 A document with an empty explanation is skipped (there is nothing to learn to reason from).
 
-**Training** (:func:`train_sft`) runs trl's ``SFTTrainer`` with a peft ``LoraConfig``. The sequences are
+**Training** (:meth:`ReasoningStudent.train`) runs trl's ``SFTTrainer`` with a peft ``LoraConfig``. The sequences are
 tokenized here, not by trl: ``input_ids`` = the prompt string of :func:`llmrank.prompts.render_chat` (the one
 place chat templates are applied) followed by the assistant turn as the chat template closes it (ChatML:
 ``<explanation>\\nVerdict: yes<|im_end|>\\n``; a model without a chat template: the answer and the EOS token),
@@ -49,18 +52,19 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from llmrank.backends.base import Backend, two_way
+from llmrank.backends.base import Backend, GenerateRequest, ScoreRequest, two_way
 from llmrank.data.types import Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.base import Ranking, ranking_from_scores
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
 from llmrank.rerankers.rationale import RationaleReranker, build_rationale_messages, parse_rationale
+from llmrank.students.base import StudentFields, Student, config_dict, write_student
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +194,43 @@ def sft_sequence(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]
     return p_ids + c_ids, [0] * len(p_ids) + [1] * len(c_ids)
 
 
-# -- training ------------------------------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------------
 
 @dataclass
-class SFTStudentConfig:
-    """What the reasoning student is (training-loop settings live in ``trl.SFTConfig``)."""
+class ReasoningFields(StudentFields):
+    """What the reasoning student is: its rationale prompt, document length, generation budget and the rule
+    that turns a teacher record into verdicts."""
 
-    model: str = field(default="smollm2-135m", metadata={"help": "student base: alias, local path or hub id"})
     prompt: str = field(default="rationale", metadata={"help": "yes/no rationale prompt (name or YAML path) the student is trained and served with"})
-    max_doc_tokens: int = field(default=DEFAULT_MAX_DOC_TOKENS, metadata={"help": "documents are truncated to this many tokens (document side only); used at inference, and by build_sft_examples when given the tokenizer"})
-    max_length: int = field(default=1024, metadata={"help": "longest training sequence (prompt + answer) in tokens; longer examples are dropped, never cut"})
-    max_new_tokens: int = field(default=192, metadata={"help": "generation budget of the explanation and verdict at inference"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    target_modules: str | list = field(default="all-linear", metadata={"help": "peft target modules (never lm_head: trl's fused LM head ignores an adapter there)"})
-    dtype: str = field(default="float32", metadata={"help": "base weights dtype: float32 | bfloat16"})
-    merge: bool = field(default=False, metadata={"help": "also save the LoRA-merged full model under <output>/merged"})
+    max_doc_tokens: int = field(default=DEFAULT_MAX_DOC_TOKENS, metadata={"help": "documents are truncated to this many tokens (document side only), in training and at inference", "ge": 8})
+    max_new_tokens: int = field(default=192, metadata={"help": "generation budget of the explanation and verdict at inference", "ge": 1})
+    top_m: int = field(default=5, metadata={"help": "for a teacher that gave only an order: its top_m best documents are 'yes'", "ge": 1})
+    min_grade: float = field(default=2.0, metadata={"help": "for a graded teacher: grades >= min_grade are 'yes' (2: the TREC DL binarisation)"})
+
+
+def __getattr__(name: str):
+    """``ReasoningStudentConfig`` is built on first use (it imports trl)."""
+    if name == "ReasoningStudentConfig":
+        return _config_class()
+    raise AttributeError(name)
+
+
+_CACHE: dict[str, type] = {}
+
+
+def _config_class():
+    if "config" not in _CACHE:
+        from trl import SFTConfig
+
+        @dataclass
+        class ReasoningStudentConfig(ReasoningFields, SFTConfig):
+            """trl's ``SFTConfig`` + :class:`ReasoningFields`: everything a reasoning student's SFT needs."""
+
+        ReasoningStudentConfig.__module__ = __name__
+        ReasoningStudentConfig.__qualname__ = "ReasoningStudentConfig"
+        _CACHE["config"] = ReasoningStudentConfig
+        globals()["ReasoningStudentConfig"] = ReasoningStudentConfig
+    return _CACHE["config"]
 
 
 def _resolve(model: str) -> str:
@@ -300,10 +324,11 @@ def _completion_trainer_class():
     return CompletionSFTTrainer
 
 
-def build_sft_trainer(cfg: SFTStudentConfig, examples: list[dict], sft_args, callbacks=None):
+def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
     """``(trainer, tokenizer, base_path, prompt)``: trl's ``SFTTrainer`` (with the LM head on answer positions
     only, see :func:`_completion_trainer_class`) over the tokenized ``examples``, the base model with a LoRA
-    ``peft_config``, ready to ``train()`` (what :func:`train_sft` runs)."""
+    ``peft_config``, ready to ``train()``. ``cfg`` is a :class:`ReasoningStudentConfig`; its
+    ``completion_only_loss`` is set to True unless given."""
     import datasets
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -325,73 +350,111 @@ def build_sft_trainer(cfg: SFTStudentConfig, examples: list[dict], sft_args, cal
                     "max_doc_tokens or raise max_length)", dropped, len(examples), cfg.max_length)
     if not rows:
         raise LlmrankError(f"every SFT example is longer than max_length={cfg.max_length} tokens")
-    sft_args.max_length = cfg.max_length
-    if sft_args.completion_only_loss is None:
-        sft_args.completion_only_loss = True
+    if cfg.completion_only_loss is None:
+        cfg.completion_only_loss = True
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=resolve_dtype(cfg.dtype))
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-    trainer = _completion_trainer_class()(model=model, args=sft_args, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tok, peft_config=lora, callbacks=callbacks)
+    trainer = _completion_trainer_class()(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
+                                          processing_class=tok, peft_config=lora, callbacks=callbacks)
     return trainer, tok, base_path, prompt
 
 
-def train_sft(cfg: SFTStudentConfig, examples: list[dict], sft_args, resume: bool | str | None = None,
-              callbacks=None) -> Path:
-    """SFT the student on ``examples`` (from :func:`build_sft_examples`) with trl's ``SFTTrainer`` and LoRA;
-    saves the adapter, tokenizer and ``llmrank_student.json`` (``kind: "reasoning"``) under
-    ``sft_args.output_dir/adapter`` (and ``merged/`` if ``cfg.merge``), and returns ``sft_args.output_dir``.
-
-    ``sft_args`` is a ``trl.SFTConfig``; its ``max_length`` is set to ``cfg.max_length`` and
-    ``completion_only_loss`` to True unless given. Note trl's defaults differ from ``TrainingArguments``:
-    ``bf16=True`` and ``gradient_checkpointing=True``.
-    """
-    trainer, tok, base_path, prompt = build_sft_trainer(cfg, examples, sft_args, callbacks)
-    trainer.train(resume_from_checkpoint=resume)
-    out = Path(sft_args.output_dir)
-    if trainer.is_world_process_zero():
-        save_reasoning_student(trainer.model, tok, cfg, base_path, out, prompt)
-    trainer.accelerator.wait_for_everyone()
-    return out
-
-
-def reasoning_meta(cfg: SFTStudentConfig, base_path: str, prompt: PromptTemplate) -> dict:
+def reasoning_meta(cfg, base_path: str, prompt: PromptTemplate) -> dict:
+    """The saved student's metadata; ``parse`` is the rule its output is read with (also what its export
+    carries)."""
+    answers = {"yes": prompt.answers.get("yes", "yes"), "no": prompt.answers.get("no", "no")}
     return {"kind": "reasoning", "base_model": str(base_path), "prompt": prompt.path, "prompt_key": prompt.key,
-            "answers": {"yes": prompt.answers.get("yes", "yes"), "no": prompt.answers.get("no", "no")},
-            "output_format": OUTPUT_FORMAT, "verdict_regex": prompt.output_regex or VERDICT_REGEX,
-            "scoring": "verdict_logits", "max_doc_tokens": cfg.max_doc_tokens, "max_new_tokens": cfg.max_new_tokens,
-            "config": asdict(cfg)}
+            "answers": answers,
+            "parse": {"output_format": OUTPUT_FORMAT, "verdict_regex": prompt.output_regex or VERDICT_REGEX,
+                      "answers": answers, "scoring": "verdict_logits"},
+            "max_doc_tokens": cfg.max_doc_tokens, "max_new_tokens": cfg.max_new_tokens,
+            "config": config_dict(cfg, ReasoningFields)}
 
 
-def save_reasoning_student(model, tokenizer, cfg: SFTStudentConfig, base_path: str, out: Path, prompt) -> None:
-    from llmrank.training.distill import STUDENT_FILE
+class ReasoningStudent(Student):
+    kind = "reasoning"
+    fields = ReasoningFields
+    base_config = "SFTConfig"
+    description = "writes an explanation, then 'Verdict: yes|no'; trained by trl SFT on a teacher's rationales"
+    # trl's SFTConfig defaults to bf16 and gradient checkpointing; llmrank's are the pointwise student's
+    training_defaults = {"per_device_train_batch_size": 1, "learning_rate": 1e-4, "max_steps": 50, "logging_steps": 5,
+                         "save_steps": 25, "save_total_limit": 1, "report_to": [], "bf16": False,
+                         "gradient_checkpointing": False, "max_length": 1024}
+    refine_methods = ("grpo", "dpo")
+    needs_rationales = True
 
-    meta = json.dumps(reasoning_meta(cfg, base_path, prompt), indent=1)
-    adapter = out / "adapter"
-    model.save_pretrained(adapter)
-    tokenizer.save_pretrained(adapter)
-    (adapter / STUDENT_FILE).write_text(meta)
-    if cfg.merge:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(out / "merged")
-        tokenizer.save_pretrained(out / "merged")
-        (out / "merged" / STUDENT_FILE).write_text(meta)
+    @classmethod
+    def config_class(cls):
+        return _config_class()
+
+    @classmethod
+    def check_section(cls, section) -> list[tuple[str, str]]:
+        problems = super().check_section(section)
+        try:
+            _yes_no_prompt(section.prompt)
+        except LlmrankError as e:
+            problems.append(("prompt", str(e)))
+        return problems
+
+    @classmethod
+    def build_examples(cls, data, teacher_records: dict, cfg, seed: int = 0) -> list[dict]:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(_resolve(cfg.model))
+        return build_sft_examples(data, teacher_records, cfg.prompt, tokenizer=tok, max_doc_tokens=cfg.max_doc_tokens,
+                                  top_m=cfg.top_m, min_grade=cfg.min_grade)
+
+    @classmethod
+    def train(cls, cfg, examples: list[dict], resume: bool | str | None = None, callbacks=None) -> Path:
+        """SFT on ``examples`` (:func:`build_sft_examples`) with trl's ``SFTTrainer`` and LoRA; saves the
+        adapter (and ``merged/`` when ``cfg.merge``), ``llmrank_student.json`` (``kind: "reasoning"``) and
+        ``trainer_log.json`` under ``cfg.output_dir``."""
+        trainer, tok, base_path, prompt = build_sft_trainer(cfg, examples, callbacks)
+        trainer.train(resume_from_checkpoint=resume)
+        out = Path(cfg.output_dir)
+        if trainer.is_world_process_zero():
+            write_student(trainer.model, tok, out, reasoning_meta(cfg, base_path, prompt), cfg.merge)
+            log_rows = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+            (out / "adapter" / "trainer_log.json").write_text(json.dumps(log_rows))
+            info = {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step,
+                    "examples": len(examples), "per_device_train_batch_size": cfg.per_device_train_batch_size}
+            (out / "adapter" / "training_info.json").write_text(json.dumps(info))
+        trainer.accelerator.wait_for_everyone()
+        return out
+
+    @classmethod
+    def zero_shot(cls, section, dtype: str | None = None, **backend_options):
+        from llmrank.backends.hf import HFBackend
+
+        return ReasoningStudentReranker(HFBackend(section.model, dtype=dtype or section.dtype, **backend_options),
+                                        section.prompt, max_doc_tokens=section.max_doc_tokens,
+                                        max_tokens=section.max_new_tokens)
+
+    @classmethod
+    def reranker(cls, model, tokenizer, meta: dict, path: Path, dtype: str, **backend_options):
+        from llmrank.backends.hf import HFBackend
+
+        backend = HFBackend(str(path), dtype=dtype, model_obj=model, tokenizer=tokenizer, **backend_options)
+        return ReasoningStudentReranker(backend, meta["prompt"], max_doc_tokens=meta.get("max_doc_tokens"),
+                                        max_tokens=int(meta.get("max_new_tokens") or 192))
+
+    @classmethod
+    def export(cls, src: Path, tmp: Path, meta: dict, model, tokenizer) -> dict:
+        """Served for generation (``/v1/chat/completions``); the verdict is read with the parse rule the
+        student was trained with (``parse``: output format, verdict regex, answer words)."""
+        from llmrank.prompts import load_prompt
+
+        parse = meta.get("parse")
+        if not parse or not parse.get("verdict_regex"):
+            raise LlmrankError(f"{src}: the reasoning student's {STUDENT_FILE_NAME} has no parse rule "
+                               "('parse.verdict_regex'); retrain it with this version of llmrank")
+        return {"prompt": load_prompt(meta["prompt"]).key, "runner": "generate", "parse": parse,
+                "max_new_tokens": meta.get("max_new_tokens"),
+                "note": "reasoning student: serve for /v1/chat/completions and read the verdict with the parse rule"}
 
 
-def load_reasoning_student(path: str | Path, dtype: str = "float32", **backend_options) -> ReasoningStudentReranker:
-    """A saved reasoning student (adapter or merged dir) as a :class:`ReasoningStudentReranker`."""
-    from llmrank.training.distill import load_student
-
-    reranker = load_student(path, dtype=dtype, **backend_options)
-    if not isinstance(reranker, ReasoningStudentReranker):
-        raise LlmrankError(f"{path}: a {reranker.method} student, not a reasoning student")
-    return reranker
-
-
-def reasoning_reranker_from_meta(backend: Backend, meta: dict) -> ReasoningStudentReranker:
-    """The reranker a saved student's metadata describes (what ``distill.load_student`` returns for it)."""
-    return ReasoningStudentReranker(backend, meta["prompt"], max_doc_tokens=meta.get("max_doc_tokens"),
-                                    max_tokens=int(meta.get("max_new_tokens") or 192))
+STUDENT_FILE_NAME = "llmrank_student.json"
 
 
 # -- inference -----------------------------------------------------------------------------------------
@@ -427,22 +490,22 @@ class ReasoningStudentReranker(RationaleReranker):
     def cache_key(self) -> dict:
         return {**super().cache_key, "method": self.method, "scoring": "verdict_logits"}
 
-    def _verdict_probs(self, prompts: list[str]) -> np.ndarray | None:
-        try:
-            lp = self.backend.label_logprobs(prompts, self.labels, variants=True)
-        except NotImplementedError:
-            return None
+    def _verdict_probs(self, lp) -> np.ndarray:
         seen = np.isfinite(lp).any(axis=1)
         probs = two_way(lp[:, 0], lp[:, 1])
         return np.where(seen, probs, np.nan)
 
-    def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
-        before = Counter(self.backend.stats)
+    def steps(self, query: Query, docs: list[Doc], cost: Counter):
+        """Two requests: the explanations and verdicts, then the verdict token's distribution after each."""
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs])
-        gens = self.backend.generate(prompts, self.params)
+        gens = yield GenerateRequest(prompts, self.params)
         texts = [g.text for g in gens]
         heads = [verdict_prefix(t) for t in texts]
-        probs = self._verdict_probs([p + h for p, (h, _) in zip(prompts, heads)])
+        try:  # a backend that only generates answers NotImplementedError: the parsed verdict is the score
+            probs = self._verdict_probs((yield ScoreRequest([p + h for p, (h, _) in zip(prompts, heads)],
+                                                            self.labels, variants=True)))
+        except NotImplementedError:
+            probs = None
         scores, rationales, verdicts, p_yes = [], {}, {}, {}
         failures = forced = fallbacks = 0
         for i, (doc, text) in enumerate(zip(docs, texts)):
@@ -459,8 +522,6 @@ class ReasoningStudentReranker(RationaleReranker):
             rationales[doc.docid] = explanation
             verdicts[doc.docid] = parsed
             p_yes[doc.docid] = p
-        cost = Counter(self.backend.stats)
-        cost.subtract(before)
         cost = Counter({k: v for k, v in cost.items() if v})
         cost["parse_failures"] = failures
         cost["forced_verdicts"] = forced
