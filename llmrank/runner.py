@@ -184,14 +184,9 @@ class Runner:
         if state.is_main_process:  # records of another configuration (a changed recipe) would conflict
             _keep_records(path, set(keys.values()))
         state.wait_for_everyone()
-        from llmrank.eval.progress import ProgressLines
-
-        lines = None
-        if not self.progress and state.is_main_process:  # periodic lines for logs (no bar without a terminal)
-            have = set(read_teacher_run(path)) if path.is_file() else set()
-            lines = ProgressLines("[teach] teacher", sum(q not in have for q in cands.qids()))
+        # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
         if state.num_processes == 1:
-            stats = run_teacher(teacher, data, cands, k, path, progress=self.progress, on_ranking=lines)
+            stats = run_teacher(teacher, data, cands, k, path, progress=self.progress)
         else:  # each process teaches every n-th query still to do into its own part; the main process joins them
             done = set(read_teacher_run(path)) if path.is_file() else set()
             qids = cands.qids()
@@ -199,10 +194,7 @@ class Runner:
             part = path.with_name(f"teacher.part{state.process_index}.jsonl")
             _keep_records(part, set(keys.values()))
             mine = cands.subset(todo[state.process_index::state.num_processes])
-            if lines is not None:
-                lines.total = len(mine)
-            stats = run_teacher(teacher, data, mine, k, part, progress=self.progress and state.is_main_process,
-                                on_ranking=lines)
+            stats = run_teacher(teacher, data, mine, k, part, progress=self.progress and state.is_main_process)
             state.wait_for_everyone()
             if state.is_main_process:
                 records = read_teacher_run(path) if path.is_file() else {}

@@ -309,10 +309,8 @@ def _describe(rec: dict) -> str:
 # -- running a teacher ------------------------------------------------------------------------------------
 
 def run_teacher(reranker, data: RankingData, candidates: Candidates, top_k: int, path: str | Path,
-                progress: bool | None = None, require_rationales: bool = False, on_ranking=None) -> dict:
+                progress: bool | None = None, require_rationales: bool = False) -> dict:
     """Rank the top-``top_k`` candidates of every query with ``reranker`` into the teacher file ``path``.
-
-    ``on_ranking(qid, ranking)`` is called after each new record is written (e.g. progress lines for logs).
 
     Queries whose key is already in the file are skipped; each new record is on disk (fsynced) before the
     next query starts. Returns ``{"queries", "done", "skipped", "repaired_bytes", "cost", "cost_per_query",
@@ -352,8 +350,6 @@ def run_teacher(reranker, data: RankingData, candidates: Candidates, top_k: int,
             run.append(rec)
             stats["done"] += 1
             cost.update(rec["cost"])
-            if on_ranking is not None:
-                on_ranking(qid, ranking)
 
         if todo:
             reranker.rerank_all(data, Candidates(todo), top_k, progress=progress, on_ranking=write)
