@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainingArguments
 
 from llmrank.backends.hf import HFBackend
 from llmrank.data import load_dataset

@@ -18,7 +18,7 @@ from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
 from llmrank.eval.metrics import default_rel_threshold, evaluate, labelled
 from llmrank.outputs import check_output
-from llmrank.rerankers import RERANKERS, build_reranker, needs_backend
+from llmrank.rerankers import RERANKERS, needs_backend
 from llmrank.teacher import COST_FIELDS, read_teacher_run, run_teacher, teacher_candidates
 
 NAME = "teach"

@@ -49,6 +49,18 @@ class StudentFields:
     merge: bool = field(default=True, metadata={"help": "also save the LoRA-merged model under <output>/merged"})
 
 
+def build_config_class(fields_cls, base_cls, name: str, module: str, doc: str) -> type:
+    """``@dataclass class <name>(fields_cls, base_cls)``, the config a kind's trainer receives, made on first
+    use (``base_cls`` comes from transformers or trl, which the kind's module does not import at import
+    time) and published in ``module`` under ``name``, so a checkpoint's pickled arguments load by name."""
+    import sys
+
+    cls = dataclasses.dataclass(type(name, (fields_cls, base_cls), {"__doc__": doc, "__module__": module,
+                                                                     "__qualname__": name}))
+    setattr(sys.modules[module], name, cls)
+    return cls
+
+
 def own_fields(fields_cls) -> list[dataclasses.Field]:
     return list(dataclasses.fields(fields_cls))
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from llmrank.errors import LlmrankError
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
-from llmrank.students.base import StudentFields, Student, config_dict, write_student
+from llmrank.students.base import Student, StudentFields, build_config_class, config_dict, write_student
 
 log = logging.getLogger(__name__)
 SERVE_TEMPLATE = "score_template.jinja"
@@ -57,14 +57,9 @@ def _config_class():
     if "config" not in _CACHE:
         from transformers import TrainingArguments
 
-        @dataclass
-        class PointwiseStudentConfig(PointwiseFields, TrainingArguments):
-            """``TrainingArguments`` + :class:`PointwiseFields`: everything a pointwise student's training needs."""
-
-        PointwiseStudentConfig.__module__ = __name__
-        PointwiseStudentConfig.__qualname__ = "PointwiseStudentConfig"
-        _CACHE["config"] = PointwiseStudentConfig
-        globals()["PointwiseStudentConfig"] = PointwiseStudentConfig  # picklable by name (checkpoints save args)
+        _CACHE["config"] = build_config_class(PointwiseFields, TrainingArguments, "PointwiseStudentConfig", __name__,
+                                        "``TrainingArguments`` + :class:`PointwiseFields`: everything a pointwise "
+                                        "student's training needs.")
     return _CACHE["config"]
 
 

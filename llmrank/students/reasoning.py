@@ -61,10 +61,10 @@ from llmrank.backends.base import Backend, GenerateRequest, ScoreRequest, two_wa
 from llmrank.data.types import Doc, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
-from llmrank.rerankers.base import Ranking, ranking_from_scores
+from llmrank.rerankers.base import ranking_from_scores
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
 from llmrank.rerankers.rationale import RationaleReranker, build_rationale_messages, parse_rationale
-from llmrank.students.base import StudentFields, Student, config_dict, write_student
+from llmrank.students.base import Student, StudentFields, build_config_class, config_dict, write_student
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +222,9 @@ def _config_class():
     if "config" not in _CACHE:
         from trl import SFTConfig
 
-        @dataclass
-        class ReasoningStudentConfig(ReasoningFields, SFTConfig):
-            """trl's ``SFTConfig`` + :class:`ReasoningFields`: everything a reasoning student's SFT needs."""
-
-        ReasoningStudentConfig.__module__ = __name__
-        ReasoningStudentConfig.__qualname__ = "ReasoningStudentConfig"
-        _CACHE["config"] = ReasoningStudentConfig
-        globals()["ReasoningStudentConfig"] = ReasoningStudentConfig
+        _CACHE["config"] = build_config_class(ReasoningFields, SFTConfig, "ReasoningStudentConfig", __name__,
+                                        "trl's ``SFTConfig`` + :class:`ReasoningFields`: everything a reasoning "
+                                        "student's SFT needs.")
     return _CACHE["config"]
 
 
