@@ -81,6 +81,7 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
     ev = recipe.eval
     entries = eval_entries(ev)
     rows = list(ev.baselines) + [r for r in students if r not in ev.baselines]
+    loaded: dict = {}  # student rows do not depend on the dataset: each model is loaded once for all datasets
     results = {}
     for entry in entries:
         name = entry.label()
@@ -108,7 +109,12 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
 
                 run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
             else:
-                reranker = _reranker(recipe, row, data.qrels, students)
+                if row.startswith("student"):
+                    if row not in loaded:
+                        loaded[row] = _reranker(recipe, row, data.qrels, students)
+                    reranker = loaded[row]
+                else:  # the teacher may read this dataset's qrels (oracle, rationalize)
+                    reranker = _reranker(recipe, row, data.qrels, students)
                 if ev.in_flight:
                     reranker.in_flight = ev.in_flight
                 # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)

@@ -52,12 +52,16 @@ class StudentFields:
 def build_config_class(fields_cls, base_cls, name: str, module: str, doc: str) -> type:
     """``@dataclass class <name>(fields_cls, base_cls)``, the config a kind's trainer receives, made on first
     use (``base_cls`` comes from transformers or trl, which the kind's module does not import at import
-    time) and published in ``module`` under ``name``, so a checkpoint's pickled arguments load by name."""
+    time) and published in ``module`` under ``name``, so a checkpoint's pickled arguments load by name.
+    Built once: later calls return the published class."""
     import sys
 
+    mod = sys.modules[module]
+    if isinstance(mod.__dict__.get(name), type):
+        return mod.__dict__[name]
     cls = dataclasses.dataclass(type(name, (fields_cls, base_cls), {"__doc__": doc, "__module__": module,
                                                                      "__qualname__": name}))
-    setattr(sys.modules[module], name, cls)
+    setattr(mod, name, cls)
     return cls
 
 

@@ -54,13 +54,11 @@ _CACHE: dict[str, type] = {}
 
 
 def _config_class():
-    if "config" not in _CACHE:
-        from transformers import TrainingArguments
+    from transformers import TrainingArguments
 
-        _CACHE["config"] = build_config_class(PointwiseFields, TrainingArguments, "PointwiseStudentConfig", __name__,
-                                        "``TrainingArguments`` + :class:`PointwiseFields`: everything a pointwise "
-                                        "student's training needs.")
-    return _CACHE["config"]
+    return build_config_class(PointwiseFields, TrainingArguments, "PointwiseStudentConfig", __name__,
+                              "``TrainingArguments`` + :class:`PointwiseFields`: everything a pointwise student's "
+                              "training needs.")
 
 
 class GroupCollator:

@@ -215,17 +215,12 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-_CACHE: dict[str, type] = {}
-
-
 def _config_class():
-    if "config" not in _CACHE:
-        from trl import SFTConfig
+    from trl import SFTConfig
 
-        _CACHE["config"] = build_config_class(ReasoningFields, SFTConfig, "ReasoningStudentConfig", __name__,
-                                        "trl's ``SFTConfig`` + :class:`ReasoningFields`: everything a reasoning "
-                                        "student's SFT needs.")
-    return _CACHE["config"]
+    return build_config_class(ReasoningFields, SFTConfig, "ReasoningStudentConfig", __name__,
+                              "trl's ``SFTConfig`` + :class:`ReasoningFields`: everything a reasoning student's "
+                              "SFT needs.")
 
 
 def _resolve(model: str) -> str:
