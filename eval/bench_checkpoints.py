@@ -26,7 +26,8 @@ from llmrank.runner import Runner, _checkpoints
 
 
 def student_at(path, recipe) -> PointwiseReranker:
-    """The base model with the LoRA adapter of one checkpoint, scoring as the eval stage scores the student."""
+    """The base model with the LoRA adapter of one checkpoint (or the checkpoint's own weights when the student
+    is fully fine-tuned), scoring as the eval stage scores the student."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,8 +36,11 @@ def student_at(path, recipe) -> PointwiseReranker:
 
     d = recipe.distill
     base = resolve_model(d.model)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=resolve_dtype(d.dtype))
-    if path is not None:
+    if path is not None and d.finetune == "full":
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(d.dtype))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=resolve_dtype(d.dtype))
+    if path is not None and d.finetune != "full":
         model = PeftModel.from_pretrained(model, str(path))
     backend = HFBackend(base, dtype=d.dtype, model_obj=model, tokenizer=AutoTokenizer.from_pretrained(base))
     return PointwiseReranker(backend, d.prompt, max_doc_tokens=d.max_doc_tokens, variants=False)

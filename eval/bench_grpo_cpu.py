@@ -56,6 +56,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(REPO.parent / "shared" / "data" / "scifact"))
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--student", default=None,
+                    help="start from this reasoning student folder (e.g. a distill stage's output) instead of "
+                         "--model zero-shot")
     ap.add_argument("--queries", type=int, default=60, help="training queries")
     ap.add_argument("--k", type=int, default=10, help="BM25 depth the training documents come from")
     ap.add_argument("--per-query", type=int, default=2)
@@ -65,6 +68,7 @@ def main() -> int:
     ap.add_argument("--max-completion", type=int, default=96)
     ap.add_argument("--max-doc-tokens", type=int, default=96)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the completions")
     ap.add_argument("--eval-queries", type=int, default=0)
     ap.add_argument("--eval-k", type=int, default=10)
     ap.add_argument("--out", default="runs/bench-grpo")
@@ -82,7 +86,7 @@ def main() -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    st = reasoning_student(out, a.model, a.max_doc_tokens, a.max_completion)
+    st = Path(a.student) if a.student else reasoning_student(out, a.model, a.max_doc_tokens, a.max_completion)
     data = load_dataset(a.dataset, "train").first_queries(a.queries)
     cands = ensure_candidates(data, 100).subset(data.queries).top(a.k)
     teacher = {q: {"qid": q, "ranking": cands.docids(q)} for q in cands.qids()}
@@ -91,7 +95,7 @@ def main() -> int:
     print(f"{len(rows)} prompts, {sum(1 for r in rows if r['label'])} with target yes", file=sys.stderr)
     args = GRPOConfig(output_dir=str(out / "refine"), max_steps=a.steps, learning_rate=a.lr,
                       per_device_train_batch_size=a.prompts_per_step * a.generations, num_generations=a.generations,
-                      max_completion_length=a.max_completion, temperature=1.0, beta=0.0, logging_steps=1,
+                      max_completion_length=a.max_completion, temperature=a.temperature, beta=0.0, logging_steps=1,
                       save_steps=max(10, a.steps // 2), save_total_limit=1, report_to=[], use_cpu=True, bf16=False,
                       gradient_checkpointing=False, seed=0, lr_scheduler_type="constant", warmup_steps=0)
     t0 = time.perf_counter()

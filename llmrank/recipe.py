@@ -147,6 +147,9 @@ class EvalSection(Section):
                                  description="rows of the report table")
     note: str | None = Field(None, description="a paragraph the report prints first: what this run demonstrates "
                                                "and what it does not (e.g. a CPU demo vs the GPU recipes)")
+    dtype: str | None = Field(None, description="dtype the student rows (zero-shot, distilled, refined) score in "
+                                                "(default: distill.dtype); e.g. bfloat16 for a student trained in "
+                                                "float32")
 
 
 class ExportSection(Section):
@@ -594,6 +597,11 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
             msg = check_metric(m)
             if msg:
                 problems.append((("eval", "metrics", i), msg))
+        if recipe.eval.dtype is not None:
+            from llmrank.checks import DTYPE_NAMES
+
+            if recipe.eval.dtype not in DTYPE_NAMES:
+                problems.append((("eval", "dtype"), f"unknown dtype {recipe.eval.dtype!r} (one of {', '.join(DTYPE_NAMES)})"))
     return problems
 
 

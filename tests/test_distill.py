@@ -74,6 +74,49 @@ def test_adapter_reloads_and_scores_like_merged_and_like_training(trained):
     assert s_adapter[0] == max(s_adapter)  # it learnt the teacher's top document
 
 
+def test_full_finetuning_moves_every_layer_and_saves_a_plain_model(tiny_model_dir, tmp_path):
+    """``finetune: full``: no adapter, every layer's weights change, the saved model (``merged/``) scores as
+    the model did at the end of training, and ``adapter/`` (logs only) is refused with the folder to use."""
+    from transformers import AutoModelForCausalLM
+
+    from llmrank.errors import LlmrankError
+
+    cfg = student_config(tmp_path, steps=12, lr=1e-3, model=str(tiny_model_dir), loss="listnet", group_size=4,
+                         max_doc_tokens=32, finetune="full")
+    PointwiseStudent.train(cfg, make_groups(2))
+    merged = tmp_path / "merged"
+    assert not (merged / "adapter_config.json").exists() and not (tmp_path / "adapter" / "adapter_config.json").exists()
+    losses = [e["loss"] for e in json.loads((tmp_path / "adapter" / "trainer_log.json").read_text())]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(merged).state_dict()
+    layers = {k.split(".")[2] for k in before if k.startswith("model.layers.")}
+    moved = {k.split(".")[2] for k in before if k.startswith("model.layers.") and not torch.equal(before[k], after[k])}
+    assert layers and moved == layers
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])  # kept frozen
+    meta = json.loads((merged / STUDENT_FILE).read_text())
+    assert meta["config"]["finetune"] == "full"
+    student = load_student(merged)
+    group = make_groups(2)[0]
+    scores = student.score(group["query"], group["docs"])
+    assert scores[0] == max(scores)
+    with pytest.raises(LlmrankError, match="fully fine-tuned.*merged"):
+        load_student(tmp_path / "adapter")
+
+
+def test_recipe_refuses_full_finetuning_of_a_4bit_base(tmp_path):
+    from llmrank.recipe import Recipe, recipe_problems
+
+    problems = recipe_problems(Recipe.model_validate({"name": "x", "data": {"dataset": str(tmp_path)},
+                                                 "teacher": {"method": "first_stage"},
+                                                 "distill": {"finetune": "full", "qlora": True}}))
+    assert any(key == ("distill", "qlora") and "finetune: lora" in msg for key, msg in problems), problems
+    problems = recipe_problems(Recipe.model_validate({"name": "x", "data": {"dataset": str(tmp_path)},
+                                                 "teacher": {"method": "first_stage"},
+                                                 "distill": {"finetune": "partial"}}))
+    assert any(key == ("distill", "finetune") and "'partial'" in msg for key, msg in problems), problems
+
+
 def test_qlora_nf4_trains_a_few_steps(tiny_model_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
     cfg = student_config(tmp_path, steps=2, lr=1e-2, model=str(tiny_model_dir), loss="ranknet", group_size=4,

@@ -34,6 +34,11 @@ def suite_datasets(suite: str) -> list[dict]:
     return [d.model_dump() for d in load_suite(suite)[1]]
 
 
+def student_dtype(recipe) -> str:
+    """The dtype the student rows score in: ``eval.dtype``, else the student's training dtype."""
+    return recipe.eval.dtype or recipe.distill.dtype
+
+
 def _reranker(recipe, row: str, qrels, students: dict):
     if row == "teacher":
         from llmrank.rerankers import build_teacher
@@ -45,11 +50,11 @@ def _reranker(recipe, row: str, qrels, students: dict):
     if row == "student_before":
         from llmrank.students import get_student
 
-        return get_student(recipe.distill.kind).zero_shot(recipe.distill)
+        return get_student(recipe.distill.kind).zero_shot(recipe.distill, dtype=student_dtype(recipe))
     if row in students:
         from llmrank.students import load_student
 
-        return load_student(students[row][0], dtype=recipe.distill.dtype)
+        return load_student(students[row][0], dtype=student_dtype(recipe))
     raise LlmrankError(f"unknown eval row '{row}' (first_stage, teacher, student_before, {', '.join(students) or 'student'})")
 
 
@@ -63,10 +68,13 @@ def row_key(recipe, entry: EvalDataset, row: str, students: dict | None = None) 
         parts["teacher"] = recipe.teacher.model_dump()
     elif row == "student_before":
         d = recipe.distill
-        parts["student"] = {k: getattr(d, k, None) for k in ("kind", "model", "prompt", "dtype", "max_doc_tokens",
+        parts["student"] = {k: getattr(d, k, None) for k in ("kind", "model", "prompt", "max_doc_tokens",
                                                              "max_new_tokens")}
+        parts["student"]["dtype"] = student_dtype(recipe)
     elif students and row in students:
         parts["student"] = students[row][1]
+        if recipe.eval.dtype is not None:
+            parts["dtype"] = recipe.eval.dtype
     elif row == "first_stage":
         parts["cost"] = "timed"  # rows written before the first stage was timed carry no cost
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

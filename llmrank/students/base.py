@@ -32,6 +32,9 @@ from typing import Any, ClassVar
 from llmrank.errors import LlmrankError
 
 STUDENT_FILE = "llmrank_student.json"
+FINETUNE_MODES = ("lora", "full")
+"""How a student's weights are trained: LoRA adapters on a frozen base, or every weight."""
+
 LORA_KEYS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target_modules": "target_modules"}
 """The recipe's ``lora:`` mapping -> the config's fields."""
 
@@ -47,6 +50,10 @@ class StudentFields:
     target_modules: Any = field(default="all-linear", metadata={"help": "peft target modules ('all-linear' or a list of module names)"})
     dtype: str = field(default="float32", metadata={"help": "base weights dtype: float32 | bfloat16 | auto"})
     merge: bool = field(default=True, metadata={"help": "also save the LoRA-merged model under <output>/merged"})
+    finetune: str = field(default="lora", metadata={"help": "lora: train LoRA adapters on the frozen base (saved as "
+                                                           "adapter/, merged into merged/); full: train every layer "
+                                                           "(token embeddings stay frozen; saved as merged/; keep "
+                                                           "dtype float32)"})
 
 
 def build_config_class(fields_cls, base_cls, name: str, module: str, doc: str) -> type:
@@ -127,9 +134,15 @@ class Student:
         extend it (``super().check_section(section) + …``)."""
         from llmrank.checks import DTYPE_NAMES
 
+        problems = []
         if section.dtype not in DTYPE_NAMES:
-            return [("dtype", f"unknown dtype {section.dtype!r} (one of {', '.join(DTYPE_NAMES)})")]
-        return []
+            problems.append(("dtype", f"unknown dtype {section.dtype!r} (one of {', '.join(DTYPE_NAMES)})"))
+        if section.finetune not in FINETUNE_MODES:
+            problems.append(("finetune", f"unknown fine-tuning mode {section.finetune!r} (one of "
+                                         f"{', '.join(FINETUNE_MODES)})"))
+        elif section.finetune == "full" and getattr(section, "qlora", False):
+            problems.append(("qlora", "a 4-bit base cannot be fully fine-tuned: qlora needs finetune: lora"))
+        return problems
 
     @classmethod
     def build_examples(cls, data, teacher_records: dict, cfg, seed: int = 0) -> list[dict]:
@@ -164,9 +177,17 @@ class Student:
 # -- saving and loading -----------------------------------------------------------------------------------
 
 def write_student(model, tokenizer, out: Path, meta: dict, merge: bool) -> None:
-    """Save ``out/adapter`` (LoRA) and, with ``merge``, ``out/merged``, each with ``llmrank_student.json``."""
+    """Save ``out/adapter`` (LoRA) and, with ``merge``, ``out/merged``, each with ``llmrank_student.json``.
+    A fully fine-tuned model (no adapter) is saved as ``out/merged`` whatever ``merge`` says; ``out/adapter``
+    then holds only the training logs the caller writes there."""
     text = json.dumps(meta, indent=1, default=str)
     adapter = out / "adapter"
+    if not hasattr(model, "merge_and_unload"):
+        adapter.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+        (out / "merged" / STUDENT_FILE).write_text(text)
+        return
     model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
     (adapter / STUDENT_FILE).write_text(text)
@@ -185,6 +206,8 @@ def config_dict(cfg, fields_cls) -> dict:
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
     meta_file = path / STUDENT_FILE
+    if not meta_file.is_file() and path.name == "adapter" and (path.parent / "merged" / STUDENT_FILE).is_file():
+        raise LlmrankError(f"{path}: a fully fine-tuned student has no adapter; give {path.parent / 'merged'}")
     if not meta_file.is_file():
         raise LlmrankError(f"{path}: not an llmrank student (no {STUDENT_FILE}); give the adapter or merged "
                            "folder of a distill run, or an export")

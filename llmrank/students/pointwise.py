@@ -145,7 +145,7 @@ def answer_token_ids(tokenizer, prompt) -> tuple[int, int]:
 
 def load_base(cfg):
     """``(tokenizer, base causal LM with LoRA adapters attached, resolved base path)``; 4-bit nf4 base
-    when ``cfg.qlora``."""
+    when ``cfg.qlora``; the base itself, every layer trainable, when ``cfg.finetune == "full"``."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -165,11 +165,24 @@ def load_base(cfg):
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if getattr(cfg, "finetune", "lora") == "full":
+        freeze_embeddings(model)
+        return tok, model, path
     if getattr(cfg, "qlora", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     return tok, get_peft_model(model, lora), path
+
+
+def freeze_embeddings(model) -> None:
+    """Full fine-tuning trains every transformer layer but not the token embeddings (nor the LM head when it
+    is tied to them): the scorer reads two rows of the head, and a step need not update a vocabulary-sized
+    matrix (28M of SmolLM2-135M's 135M weights)."""
+    model.get_input_embeddings().weight.requires_grad_(False)
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is model.get_input_embeddings().weight:
+        head.weight.requires_grad_(False)
 
 
 def student_meta(cfg, base_path: str, prompt) -> dict:

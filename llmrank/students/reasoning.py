@@ -343,8 +343,9 @@ def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
     if cfg.completion_only_loss is None:
         cfg.completion_only_loss = True
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=resolve_dtype(cfg.dtype))
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    lora = None if cfg.finetune == "full" else LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM")
     trainer = _completion_trainer_class()(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
                                           processing_class=tok, peft_config=lora, callbacks=callbacks)
     return trainer, tok, base_path, prompt
