@@ -178,16 +178,29 @@ def test_pointwise_dpo_pairs_are_the_misordered_ones_on_the_answer_token(tiny_mo
     # q1 (judged): relevant d0, d2; not d1, d3. The student misorders (d2 < d1: 0.3 gap) and (d2 < d3: 0.1 gap)
     # q2 (teacher's top 1 with top_m=1... here its verdicts: d1 yes; d0, d3 no; d2 unknown): student has d0 > d1
     scores = {"q1": {"d0": 0.9, "d2": 0.4, "d1": 0.7, "d3": 0.5}, "q2": {"d1": 0.2, "d0": 0.6, "d3": 0.1, "d2": 0.9}}
-    rows, stats = pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, pairs_per_query=8)
-    assert stats == {"queries": 2, "pairs_misordered": 3, "pairs_kept": 3}
+    rows, stats = pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, pairs_per_query=8, anchors=0)
+    assert stats == {"queries": 2, "pairs_misordered": 3, "pairs_kept": 3, "pairs_anchor": 0}
     got = [(r["qid"], r["docid"], r["chosen_ids"], r["rejected_ids"]) for r in rows]
     # hardest first: (d2, d1) then (d2, d3); each document once, relevant: yes > no, not relevant: no > yes
     assert got == [("q1", "d2", [yes], [no]), ("q1", "d1", [no], [yes]), ("q1", "d3", [no], [yes]),
                    ("q2", "d1", [yes], [no]), ("q2", "d0", [no], [yes])]
     text, _ = build_pointwise_prompt(load_prompt("yes_no"), tok, QUERIES["q1"].text, DOCS["d2"].contents, 32)
     assert rows[0]["prompt_ids"] == tok.encode(text, add_special_tokens=False)
-    rows, stats = pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, pairs_per_query=1)
+    rows, stats = pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, pairs_per_query=1, anchors=0)
     assert [(r["qid"], r["docid"]) for r in rows] == [("q1", "d2"), ("q1", "d1"), ("q2", "d1"), ("q2", "d0")]
+    # anchors (the default, 1 per misordered pair): pairs the student orders right, closest first, so that DPO
+    # does not learn "invert the student" from errors alone. q1: (d0, d1) gap 0.2 before (d0, d3) gap 0.4;
+    # q2: (d1, d3) gap 0.1
+    rows, stats = pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, pairs_per_query=8)
+    assert stats == {"queries": 2, "pairs_misordered": 3, "pairs_kept": 3, "pairs_anchor": 3}
+    got = [(r["qid"], r["docid"], r["chosen_ids"]) for r in rows]
+    assert got == [("q1", "d2", [yes]), ("q1", "d1", [no]), ("q1", "d3", [no]), ("q1", "d0", [yes]),
+                   ("q2", "d1", [yes]), ("q2", "d0", [no]), ("q2", "d3", [no])]
+    rows, _ = pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, pairs_per_query=1)
+    assert [(r["qid"], r["docid"]) for r in rows] == [("q1", "d2"), ("q1", "d1"), ("q1", "d0"),
+                                                      ("q2", "d1"), ("q2", "d0"), ("q2", "d3")]
+    with pytest.raises(LlmrankError, match="anchors"):
+        pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, anchors=-1)
 
 
 def test_dpo_trains_pointwise_and_reasoning_students(tiny_model_dir, tmp_path):

@@ -210,7 +210,8 @@ def write_report(runner) -> str:
     if recipe.distill:
         d = recipe.distill
         how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
-        md.append(f"Student ({d.kind}): `{d.model}` + LoRA, {how}, prompt `{d.prompt}`, training {d.training}")
+        tuned = "every layer fine-tuned" if d.finetune == "full" else f"LoRA r{d.lora.get('r', 16)}"
+        md.append(f"Student ({d.kind}): `{d.model}`, {tuned}, {how}, prompt `{d.prompt}`, training {d.training}")
     if recipe.refine:
         rf = recipe.refine
         md.append(f"Refinement: **{rf.method}**"

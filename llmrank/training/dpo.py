@@ -21,7 +21,9 @@ rejected = the "no" token, DPO's implicit reward margin is exactly ``β (s(x) - 
 ``(x⁺, yes ≻ no)`` raises the student's score of x⁺ and ``(x⁻, no ≻ yes)`` lowers that of x⁻, relative to
 the distilled student. The pairs used are those the teacher orders and the student misorders: x⁺ has target
 "yes" (judged relevant, or the teacher's yes / top-``top_m``), x⁻ has target "no", and the student scores
-``s(x⁻) >= s(x⁺)``; hardest first (largest ``s(x⁻) - s(x⁺)``), ``pairs_per_query`` per query. Because a
+``s(x⁻) >= s(x⁺)``; hardest first (largest ``s(x⁻) - s(x⁺)``), ``pairs_per_query`` per query; plus
+``anchors`` times as many pairs the student orders right, closest first (errors alone are a biased sample,
+from which DPO learns to invert a good student's judgement). Because a
 pair always crosses the yes/no boundary, a document only ever gets one direction (a document above and
 below others in the teacher's order would otherwise be pushed up and down at once); each document's example
 appears once. Chosen and rejected are exactly the one answer token the student is trained, scored and
@@ -73,17 +75,26 @@ def _query_docs(data: RankingData, rec: dict):
 
 
 def pointwise_pairs(data: RankingData, teacher_records: dict[str, dict], reranker, tokenizer, meta: dict,
-                    pairs_per_query: int = 8, top_m: int = 5, queries: int | None = None,
+                    pairs_per_query: int = 8, top_m: int = 5, queries: int | None = None, anchors: float = 1.0,
                     progress: bool = False) -> tuple[list[dict], dict]:
     """Tokenized single-answer-token DPO rows for a pointwise student (module docstring), and counts.
-    ``reranker`` is the distilled student's (its scores decide which pairs it misorders)."""
+    ``reranker`` is the distilled student's (its scores decide which pairs it misorders).
+
+    Per query: up to ``pairs_per_query`` (relevant, not relevant) pairs it misorders, hardest first, and
+    ``anchors`` times as many that it orders right, closest first. The anchors matter: the misordered pairs
+    alone are a biased sample (relevant documents that look irrelevant to the student and the reverse), and
+    DPO on them alone teaches a good student to invert its own judgement (measured: a distilled student at
+    0.7553 nDCG@10 fell to 0.0776 on SciFact test); with the anchors each update corrects errors while keeping
+    what the student ranks right."""
     from llmrank.prompts import load_prompt
     from llmrank.rerankers.pointwise import build_pointwise_prompt
     from llmrank.students.pointwise import answer_token_ids
 
     prompt = load_prompt(meta["prompt"])
     yes_id, no_id = answer_token_ids(tokenizer, prompt)
-    rows, stats = [], {"queries": 0, "pairs_misordered": 0, "pairs_kept": 0}
+    if anchors < 0:
+        raise LlmrankError(f"refine.options.anchors: expected a number >= 0 (got {anchors})")
+    rows, stats = [], {"queries": 0, "pairs_misordered": 0, "pairs_kept": 0, "pairs_anchor": 0}
     qids = list(teacher_records)[:queries] if queries else list(teacher_records)
     it = qids
     if progress:
@@ -103,8 +114,11 @@ def pointwise_pairs(data: RankingData, teacher_records: dict[str, dict], reranke
         stats["pairs_misordered"] += len(bad)
         kept = bad[:pairs_per_query]
         stats["pairs_kept"] += len(kept)
+        good = sorted((scores[p] - scores[n], p, n) for p in pos for n in neg if scores[p] > scores[n])
+        anchor = good[:round(anchors * len(kept))]
+        stats["pairs_anchor"] += len(anchor)
         seen = set()
-        for _, p, n in kept:
+        for _, p, n in kept + anchor:
             for d, relevant in ((p, True), (n, False)):
                 if d in seen:
                     continue
@@ -213,14 +227,14 @@ def build_dpo_rows(student_dir: str | Path, data: RankingData, teacher_records: 
                    options: dict | None = None, dtype: str = "float32", seed: int = 0,
                    progress: bool = False) -> tuple[list[dict], dict]:
     """The DPO rows for the student in ``student_dir`` (pointwise or reasoning, by its metadata) with
-    ``options`` (pointwise: ``pairs_per_query``, ``top_m``, ``queries``; reasoning: ``samples``,
+    ``options`` (pointwise: ``pairs_per_query``, ``top_m``, ``queries``, ``anchors``; reasoning: ``samples``,
     ``temperature``, ``max_new_tokens``, ``per_query``, ``top_m``, ``queries``)."""
     from llmrank.students import load_student
 
     options = dict(options or {})
     model, tok, meta, base_path = start_model(student_dir, out, dtype)
     kind = meta.get("kind", "pointwise")
-    allowed = {"pointwise": {"pairs_per_query", "top_m", "queries"},
+    allowed = {"pointwise": {"pairs_per_query", "top_m", "queries", "anchors"},
                "reasoning": {"samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries"}}[kind]
     bad = sorted(set(options) - allowed)
     if bad:
