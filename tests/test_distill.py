@@ -117,6 +117,20 @@ def test_recipe_refuses_full_finetuning_of_a_4bit_base(tmp_path):
     assert any(key == ("distill", "finetune") and "'partial'" in msg for key, msg in problems), problems
 
 
+def test_global_batch_size_sets_the_accumulation_for_the_number_of_processes(tmp_path, monkeypatch):
+    from llmrank.errors import LlmrankError
+    from llmrank.recipe import Recipe
+    from llmrank.students.base import accumulation_steps
+
+    assert [accumulation_steps(8, 2, n) for n in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(LlmrankError, match=r"global_batch_size: 3 is not a multiple of .* \(1\) x processes \(2\)"):
+        accumulation_steps(3, 1, 2)
+    section = Recipe.model_validate({"name": "x", "data": {"dataset": str(tmp_path)}, "teacher": {"method": "first_stage"},
+                                     "distill": {"global_batch_size": 4, "training": {"per_device_train_batch_size": 2}}}).distill
+    monkeypatch.delenv("WORLD_SIZE", raising=False)  # one process (2 processes: the accelerate test below)
+    assert PointwiseStudent.make_config(section, tmp_path).gradient_accumulation_steps == 2
+
+
 def test_qlora_nf4_trains_a_few_steps(tiny_model_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
     cfg = student_config(tmp_path, steps=2, lr=1e-2, model=str(tiny_model_dir), loss="ranknet", group_size=4,
@@ -147,11 +161,14 @@ def test_accelerate_two_cpu_processes_train_the_same_kind_of_checkpoint(tiny_mod
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
            "-m", "llmrank", "distill", "--dataset", str(data), "--oracle", "--top-k", "4", "--group-size", "4",
-           "--model", str(tiny_model_dir), "--max-steps", "2", "--max-doc-tokens", "16", "-o", str(out)]
+           "--model", str(tiny_model_dir), "--max-steps", "2", "--max-doc-tokens", "16", "--global-batch-size", "2",
+           "-o", str(out)]
     env = {**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     info = json.loads((out / "adapter" / "training_info.json").read_text())
     assert info["world_size"] == 2 and info["global_step"] == 2
+    # 2 groups per optimizer step over all processes: 1 per process, no accumulation (one process: 2 steps)
+    assert info["per_device_train_batch_size"] == 1 and info["gradient_accumulation_steps"] == 1
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((out / "adapter" / STUDENT_FILE).read_text())["kind"] == "pointwise"

@@ -50,6 +50,10 @@ class StudentFields:
     target_modules: Any = field(default="all-linear", metadata={"help": "peft target modules ('all-linear' or a list of module names)"})
     dtype: str = field(default="float32", metadata={"help": "base weights dtype: float32 | bfloat16 | auto"})
     merge: bool = field(default=True, metadata={"help": "also save the LoRA-merged model under <output>/merged"})
+    global_batch_size: int | None = field(default=None, metadata={
+        "help": "examples (pointwise: query groups) per optimizer step over all processes; when set, "
+                "gradient_accumulation_steps = global_batch_size / (per_device_train_batch_size x processes), so "
+                "the recipe trains the same way on 1 or N processes", "ge": 1})
     finetune: str = field(default="lora", metadata={"help": "lora: train LoRA adapters on the frozen base (saved as "
                                                            "adapter/, merged into merged/); full: train every layer "
                                                            "(token embeddings stay frozen; saved as merged/; keep "
@@ -122,6 +126,9 @@ class Student:
         kw.update(fields_kwargs(cls.fields, section))
         kw.update(extra)
         kw["output_dir"] = str(output_dir)
+        if kw.get("global_batch_size"):
+            kw["gradient_accumulation_steps"] = accumulation_steps(kw["global_batch_size"],
+                                                                   kw.get("per_device_train_batch_size", 8))
         try:
             return cls.config_class()(**kw)
         except (ValueError, TypeError) as e:
@@ -142,6 +149,9 @@ class Student:
                                          f"{', '.join(FINETUNE_MODES)})"))
         elif section.finetune == "full" and getattr(section, "qlora", False):
             problems.append(("qlora", "a 4-bit base cannot be fully fine-tuned: qlora needs finetune: lora"))
+        if getattr(section, "global_batch_size", None) and "gradient_accumulation_steps" in (section.training or {}):
+            problems.append(("training.gradient_accumulation_steps", "set global_batch_size or "
+                             "gradient_accumulation_steps, not both (global_batch_size decides the accumulation)"))
         return problems
 
     @classmethod
@@ -175,6 +185,20 @@ class Student:
 
 
 # -- saving and loading -----------------------------------------------------------------------------------
+
+def accumulation_steps(global_batch_size: int, per_device: int, processes: int | None = None) -> int:
+    """``gradient_accumulation_steps`` that make ``global_batch_size`` examples per optimizer step over
+    ``processes`` (default: ``WORLD_SIZE``, which ``accelerate launch`` and ``torchrun`` set) of
+    ``per_device`` each; a size they do not divide is an error naming the key."""
+    import os
+
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = per_device * processes
+    if global_batch_size % per_step:
+        raise LlmrankError(f"distill.global_batch_size: {global_batch_size} is not a multiple of "
+                           f"per_device_train_batch_size ({per_device}) x processes ({processes}) = {per_step}")
+    return global_batch_size // per_step
+
 
 def write_student(model, tokenizer, out: Path, meta: dict, merge: bool) -> None:
     """Save ``out/adapter`` (LoRA) and, with ``merge``, ``out/merged``, each with ``llmrank_student.json``.

@@ -284,7 +284,8 @@ class PointwiseStudent(Student):
             log_rows = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
             (out / "adapter" / "trainer_log.json").write_text(json.dumps(log_rows))
             info = {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step,
-                    "groups": len(examples), "per_device_train_batch_size": cfg.per_device_train_batch_size}
+                    "groups": len(examples), "per_device_train_batch_size": cfg.per_device_train_batch_size,
+                    "gradient_accumulation_steps": cfg.gradient_accumulation_steps}
             (out / "adapter" / "training_info.json").write_text(json.dumps(info))
         trainer.accelerator.wait_for_everyone()
         return out
