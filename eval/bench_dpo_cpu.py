@@ -23,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "eval"))
+from _refine_bench import ndcg, quarters, train_queries  # noqa: E402
 
 
 def pointwise_student(out: Path, model: str, max_doc_tokens: int) -> Path:
@@ -38,24 +40,6 @@ def pointwise_student(out: Path, model: str, max_doc_tokens: int) -> Path:
         meta = student_meta(PointwiseFields(model=model, max_doc_tokens=max_doc_tokens), str(path), load_prompt("yes_no"))
         (st / "merged" / STUDENT_FILE).write_text(json.dumps(meta))
     return st
-
-
-def ndcg(student_dir: Path, dataset: str, queries: int, k: int) -> float:
-    from llmrank.data import load_dataset
-    from llmrank.data.bm25 import ensure_candidates
-    from llmrank.eval.metrics import evaluate
-    from llmrank.students import load_student
-
-    data = load_dataset(dataset, "test").first_queries(queries)
-    cands = ensure_candidates(data, 100).subset(data.queries).top(k)
-    run, _ = load_student(student_dir, dtype="float32").rerank_all(data, cands, k, progress=True)
-    return evaluate(run, data.qrels, ["ndcg@10"])["ndcg@10"]
-
-
-def quarters(log: list[dict], key: str) -> tuple[float, float, int]:
-    vals = [r[key] for r in log if key in r]
-    q = max(1, len(vals) // 4)
-    return sum(vals[:q]) / q, sum(vals[-q:]) / q, len(vals)
 
 
 def main() -> int:
@@ -78,16 +62,12 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from trl import DPOConfig
 
-    from llmrank.data import load_dataset
-    from llmrank.data.bm25 import ensure_candidates
     from llmrank.training.dpo import build_dpo_rows, train_dpo
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     st = Path(a.student) if a.student else pointwise_student(out, a.model, a.max_doc_tokens)
-    data = load_dataset(a.dataset, "train").first_queries(a.queries)
-    cands = ensure_candidates(data, 100).subset(data.queries).top(a.k)
-    teacher = {q: {"qid": q, "ranking": cands.docids(q)} for q in cands.qids()}
+    data, teacher = train_queries(a.dataset, a.queries, a.k)
     t0 = time.perf_counter()
     rows, stats = build_dpo_rows(st, data, teacher, out / "refine", {"pairs_per_query": a.pairs_per_query},
                                  progress=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "eval"))
+from _refine_bench import ndcg, quarters, train_queries  # noqa: E402
 
 
 def reasoning_student(out: Path, model: str, max_doc_tokens: int, max_new_tokens: int) -> Path:
@@ -37,19 +39,6 @@ def reasoning_student(out: Path, model: str, max_doc_tokens: int, max_new_tokens
         cfg = ReasoningFields(model=model, max_doc_tokens=max_doc_tokens, max_new_tokens=max_new_tokens)
         (st / "merged" / STUDENT_FILE).write_text(json.dumps(reasoning_meta(cfg, str(path), load_prompt("rationale"))))
     return st
-
-
-def ndcg(student_dir: Path, dataset: str, queries: int, k: int) -> float:
-    from llmrank.data import load_dataset
-    from llmrank.data.bm25 import ensure_candidates
-    from llmrank.eval.metrics import evaluate
-    from llmrank.students import load_student
-
-    data = load_dataset(dataset, "test").first_queries(queries)
-    cands = ensure_candidates(data, 100).subset(data.queries).top(k)
-    reranker = load_student(student_dir, dtype="float32", batch_size=k)
-    run, _ = reranker.rerank_all(data, cands, k, progress=True)
-    return evaluate(run, data.qrels, ["ndcg@10"])["ndcg@10"]
 
 
 def main() -> int:
@@ -79,17 +68,13 @@ def main() -> int:
     from transformers import AutoTokenizer
     from trl import GRPOConfig
 
-    from llmrank.data import load_dataset
-    from llmrank.data.bm25 import ensure_candidates
     from llmrank.students import STUDENT_FILE
     from llmrank.training.grpo import build_grpo_prompts, train_grpo
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     st = Path(a.student) if a.student else reasoning_student(out, a.model, a.max_doc_tokens, a.max_completion)
-    data = load_dataset(a.dataset, "train").first_queries(a.queries)
-    cands = ensure_candidates(data, 100).subset(data.queries).top(a.k)
-    teacher = {q: {"qid": q, "ranking": cands.docids(q)} for q in cands.qids()}
+    data, teacher = train_queries(a.dataset, a.queries, a.k)
     meta = json.loads((st / "merged" / STUDENT_FILE).read_text())
     rows = build_grpo_prompts(data, teacher, meta, AutoTokenizer.from_pretrained(st / "merged"), per_query=a.per_query)
     print(f"{len(rows)} prompts, {sum(1 for r in rows if r['label'])} with target yes", file=sys.stderr)
@@ -104,15 +89,13 @@ def main() -> int:
     seconds = time.perf_counter() - t0
     log = json.loads((out / "refine" / "adapter" / "trainer_log.json").read_text())
     pts = [(r["step"], r["reward"]) for r in log if "reward" in r]
-    q = max(1, len(pts) // 4)
-    first, last = sum(v for _, v in pts[:q]) / q, sum(v for _, v in pts[-q:]) / q
+    first, last, _ = quarters(log, "reward")
     summary = {"steps": len(pts), "seconds": round(seconds, 1), "reward_first_quarter": first,
                "reward_last_quarter": last, "prompts": len(rows), "args": vars(a),
                "load_average": os.getloadavg()}
     for key in ("rewards/format/mean", "rewards/relevance/mean", "completions/mean_length"):
-        vals = [r[key] for r in log if key in r]
-        if vals:
-            summary[f"{key} first/last quarter"] = [sum(vals[:q]) / q, sum(vals[-q:]) / q]
+        if any(key in r for r in log):
+            summary[f"{key} first/last quarter"] = list(quarters(log, key)[:2])
     import matplotlib
 
     matplotlib.use("Agg")
