@@ -18,10 +18,13 @@ mkdir -p "$WORK/src"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard | (cd "$REPO" && xargs -0 cp -P --parents -t "$WORK/src" 2>/dev/null || true)
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src" >/dev/null
 WHEEL="$(ls "$WORK"/dist/llmrank-*.whl)"
-"$PY" -m zipfile -l "$WHEEL" | grep -q "llmrank/assets/prompts/yes_no.yaml" \
-  || { echo "[check_wheel] the wheel lacks llmrank/assets/prompts/yes_no.yaml" >&2; exit 1; }
-"$PY" -m zipfile -l "$WHEEL" | grep -q "llmrank/assets/suites/trec-dl.yaml" \
-  || { echo "[check_wheel] the wheel lacks llmrank/assets/suites/trec-dl.yaml" >&2; exit 1; }
+# list the wheel once into a file: `zipfile -l | grep -q` fails under pipefail when grep exits early and
+# zipfile's print meets a closed pipe (the listing outgrew the pipe buffer)
+"$PY" -m zipfile -l "$WHEEL" > "$WORK/wheel-files.txt"
+for asset in llmrank/assets/prompts/yes_no.yaml llmrank/assets/suites/trec-dl.yaml; do
+  grep -q "$asset" "$WORK/wheel-files.txt" \
+    || { echo "[check_wheel] the wheel lacks $asset" >&2; exit 1; }
+done
 
 echo "[check_wheel] installing $(basename "$WHEEL") into a fresh virtualenv"
 "$PY" -m venv --system-site-packages "$WORK/venv"
