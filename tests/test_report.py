@@ -51,6 +51,9 @@ def run_dir(tmp_path):
     adapter.mkdir(parents=True)
     losses = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
     (adapter / "trainer_log.json").write_text(json.dumps([{"step": i + 1, "loss": v} for i, v in enumerate(losses)]))
+    (adapter / "training_info.json").write_text(json.dumps({
+        "world_size": 2, "global_step": 8, "groups": 96, "per_device_train_batch_size": 3,
+        "gradient_accumulation_steps": 2}))
     return runner
 
 
@@ -61,6 +64,9 @@ def test_report_has_costs_agreement_curve_and_note(run_dir):
     # learning curve: quarters of 8 logged steps are 2 rows each: (1.0 + 0.9) / 2 and (0.4 + 0.3) / 2
     assert "mean 0.9500 over the first quarter" in report and "0.3500 over the last quarter" in report
     assert "(last/first = 0.37)" in report
+    # 3 groups per device x 2 accumulation steps x 2 processes = 12 groups an optimizer step
+    assert ("8 optimizer steps of 12 group(s) each (3 per device × 2 accumulation step(s) × 2 process(es)) "
+            "over 96 training groups.") in report
     assert (run_dir.stage_dir("eval") / "learning-curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # costs: first stage 1 ms, teacher 20 ms, student 50 ms; the teacher is 2.5x cheaper than the student
     assert "Cost per query on this machine: first stage (BM25) 1 ms; teacher 20 ms (3 model calls); student, distilled 50 ms (3 model calls)." in report

@@ -182,8 +182,10 @@ def _learning_curve(runner, eval_dir: Path) -> list[str]:
     info = runner.stage_dir("distill") / "adapter" / "training_info.json"
     if info.is_file():
         i = json.loads(info.read_text())
-        md += [f"{i.get('global_step')} steps of {i.get('per_device_train_batch_size')} group(s) × {i.get('world_size')} "
-               f"process(es) over {i.get('groups')} training groups.", ""]
+        per, acc, world = (int(i.get(k) or 1) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                                          "world_size"))
+        md += [f"{i.get('global_step')} optimizer steps of {per * acc * world} group(s) each ({per} per device × "
+               f"{acc} accumulation step(s) × {world} process(es)) over {i.get('groups')} training groups.", ""]
     eval_dir.mkdir(parents=True, exist_ok=True)
     plot_curve(rows, eval_dir / "learning-curve.png", f"{runner.recipe.name}: training loss", _save_png)
     return md + [f"![learning curve]({eval_dir.name}/learning-curve.png)", ""]
@@ -211,7 +213,9 @@ def write_report(runner) -> str:
         d = recipe.distill
         how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
         tuned = "every layer fine-tuned" if d.finetune == "full" else f"LoRA r{d.lora.get('r', 16)}"
-        md.append(f"Student ({d.kind}): `{d.model}`, {tuned}, {how}, prompt `{d.prompt}`, training {d.training}")
+        md.append(f"Student ({d.kind}): `{d.model}`, {tuned}, {how}, prompt `{d.prompt}`, "
+                  + (f"global batch {d.global_batch_size}, " if d.global_batch_size else "")
+                  + f"training {d.training}")
     if recipe.refine:
         rf = recipe.refine
         md.append(f"Refinement: **{rf.method}**"
