@@ -237,6 +237,25 @@ def test_section_hash_tracks_only_the_named_sections(tmp_path):
     assert a.section_hash("eval") != b.section_hash("eval")
 
 
+
+def test_section_hash_is_the_same_for_one_folder_spelled_two_ways(tmp_path, monkeypatch):
+    """``${LLMRANK_DATA}`` as ``../data`` from one place and as an absolute path from another is one dataset:
+    the stages are not redone for the spelling of the path; another folder is another hash."""
+    (tmp_path / "data" / "beir").mkdir(parents=True)
+    (tmp_path / "data" / "other").mkdir()
+    (tmp_path / "work").mkdir()
+    path = _write(tmp_path, "name: t\ndata:\n  dataset: ${D}/beir\n")
+    monkeypatch.chdir(tmp_path / "work")
+    hashes = {}
+    for spelling in ("../data", str(tmp_path / "data"), str(tmp_path / "data" / "other" / "..")):
+        monkeypatch.setenv("D", spelling)
+        r = load_recipe(path)
+        hashes[spelling] = r.section_hash("data", "teacher")
+    assert len(set(hashes.values())) == 1, hashes
+    monkeypatch.setenv("D", str(tmp_path / "data" / "other"))
+    (tmp_path / "data" / "other" / "beir").mkdir()
+    assert load_recipe(path).section_hash("data", "teacher") not in hashes.values()
+
 # -- eval suites and shipped recipes ---------------------------------------------------------------------
 
 SUITES = sorted((REPO / "eval").glob("*.yaml"))
