@@ -100,7 +100,9 @@ class Student:
     kind: ClassVar[str] = ""
     fields: ClassVar[type] = StudentFields
     base_config: ClassVar[str] = "TrainingArguments"
-    training_defaults: ClassVar[dict] = {}
+    # llmrank's defaults under the recipe's ``training`` (a few logged steps, one checkpoint kept, no hub reports)
+    training_defaults: ClassVar[dict] = {"per_device_train_batch_size": 1, "learning_rate": 1e-4, "max_steps": 50,
+                                         "logging_steps": 5, "save_steps": 25, "save_total_limit": 1, "report_to": []}
     refine_methods: ClassVar[tuple[str, ...]] = ()
     needs_rationales: ClassVar[bool] = False  # learns from the teacher's explanations (a rationale teacher)
     description: ClassVar[str] = ""

@@ -230,8 +230,6 @@ class PointwiseStudent(Student):
     fields = PointwiseFields
     base_config = "TrainingArguments"
     description = "a yes/no scorer (one forward pass per document) trained on a ranking loss"
-    training_defaults = {"per_device_train_batch_size": 1, "learning_rate": 1e-4, "max_steps": 50, "logging_steps": 5,
-                         "save_steps": 25, "save_total_limit": 1, "report_to": []}
     refine_methods = ("dpo",)
 
     @classmethod

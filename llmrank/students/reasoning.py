@@ -369,9 +369,8 @@ class ReasoningStudent(Student):
     base_config = "SFTConfig"
     description = "writes an explanation, then 'Verdict: yes|no'; trained by trl SFT on a teacher's rationales"
     # trl's SFTConfig defaults to bf16 and gradient checkpointing; llmrank's are the pointwise student's
-    training_defaults = {"per_device_train_batch_size": 1, "learning_rate": 1e-4, "max_steps": 50, "logging_steps": 5,
-                         "save_steps": 25, "save_total_limit": 1, "report_to": [], "bf16": False,
-                         "gradient_checkpointing": False, "max_length": 1024}
+    training_defaults = {**Student.training_defaults, "bf16": False, "gradient_checkpointing": False,
+                         "max_length": 1024}
     refine_methods = ("grpo", "dpo")
     needs_rationales = True
 
