@@ -164,7 +164,7 @@ class FixedScores:
         return ranking_from_scores(docs, [self.scores[query.qid][d.docid] for d in docs])
 
 
-def test_pointwise_dpo_pairs_are_the_misordered_ones_on_the_answer_token(tiny_model_dir, tmp_path):
+def test_pointwise_dpo_pairs_are_the_misordered_ones_on_the_answer_token(tiny_model_dir, tmp_path, capsys):
     from transformers import AutoTokenizer
 
     from llmrank.prompts import load_prompt
@@ -201,6 +201,10 @@ def test_pointwise_dpo_pairs_are_the_misordered_ones_on_the_answer_token(tiny_mo
                                                       ("q2", "d1"), ("q2", "d0"), ("q2", "d3")]
     with pytest.raises(LlmrankError, match="anchors"):
         pointwise_pairs(DATA, TEACHER, FixedScores(scores), tok, meta, anchors=-1)
+    # without a bar (a log), the pair scoring prints periodic lines: the first and the last query at least
+    err = capsys.readouterr().err
+    assert "[refine] student scores for DPO pairs: 1/2 queries" in err
+    assert "[refine] student scores for DPO pairs: 2/2 queries" in err and ", done" in err
 
 
 def test_dpo_trains_pointwise_and_reasoning_students(tiny_model_dir, tmp_path):

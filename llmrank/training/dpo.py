@@ -64,6 +64,21 @@ def _targets(data: RankingData, rec: dict, top_m: int) -> dict[str, bool]:
     return out
 
 
+def _each(qids: list[str], desc: str, progress: bool):
+    """``qids`` one by one, with a bar on a terminal (``progress``) or periodic lines for a log."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        yield from tqdm(qids, desc=desc, unit="query")
+        return
+    from llmrank.eval.progress import ProgressLines
+
+    lines = ProgressLines(f"[refine] {desc}", len(qids))
+    for qid in qids:
+        yield qid
+        lines()
+
+
 def _query_docs(data: RankingData, rec: dict):
     qid = str(rec["qid"])
     if qid not in data.queries:
@@ -96,12 +111,7 @@ def pointwise_pairs(data: RankingData, teacher_records: dict[str, dict], reranke
         raise LlmrankError(f"refine.options.anchors: expected a number >= 0 (got {anchors})")
     rows, stats = [], {"queries": 0, "pairs_misordered": 0, "pairs_kept": 0, "pairs_anchor": 0}
     qids = list(teacher_records)[:queries] if queries else list(teacher_records)
-    it = qids
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(qids, desc="student scores for DPO pairs", unit="query")
-    for qid in it:
+    for qid in _each(qids, "student scores for DPO pairs", progress):
         rec = teacher_records[qid]
         query, docs = _query_docs(data, rec)
         target = _targets(data, rec, top_m)
@@ -157,11 +167,7 @@ def reasoning_pairs(data: RankingData, teacher_records: dict[str, dict], model, 
     stats = {"documents": 0, "no_rationale": 0, "teacher_disagrees_with_label": 0, "student_always_right": 0, "pairs": 0}
     rows = []
     qids = list(teacher_records)[:queries] if queries else list(teacher_records)
-    it = qids
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(qids, desc="student samples for DPO pairs", unit="query")
+    it = _each(qids, "student samples for DPO pairs", progress)
     if not any((teacher_records[q].get("rationales") for q in qids)):
         raise LlmrankError("reasoning DPO needs a teacher run with rationales (teacher.method: rationale): the "
                            "chosen answers are the teacher's explanations")
