@@ -211,10 +211,13 @@ def _same_paths(value):
         return {k: _same_paths(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_same_paths(v) for v in value]
-    if isinstance(value, str) and "/" in value and "://" not in value:
-        p = Path(value).expanduser()
-        if p.exists():
-            return str(p.resolve())
+    if isinstance(value, str) and "/" in value and "://" not in value and "\n" not in value:
+        try:  # prose with a slash (an eval note) is no path: too long a name is an OSError
+            p = Path(value).expanduser()
+            if p.exists():
+                return str(p.resolve())
+        except (OSError, ValueError):
+            pass
     return value
 
 

@@ -244,13 +244,15 @@ def test_section_hash_is_the_same_for_one_folder_spelled_two_ways(tmp_path, monk
     (tmp_path / "data" / "beir").mkdir(parents=True)
     (tmp_path / "data" / "other").mkdir()
     (tmp_path / "work").mkdir()
-    path = _write(tmp_path, "name: t\ndata:\n  dataset: ${D}/beir\n")
+    note = "A note longer than a file name may be" * 8 + ", that names recipes/quickstart-cpu.yaml"
+    path = _write(tmp_path, f"name: t\ndata:\n  dataset: ${{D}}/beir\neval:\n  note: {note}\n")
     monkeypatch.chdir(tmp_path / "work")
     hashes = {}
     for spelling in ("../data", str(tmp_path / "data"), str(tmp_path / "data" / "other" / "..")):
         monkeypatch.setenv("D", spelling)
         r = load_recipe(path)
         hashes[spelling] = r.section_hash("data", "teacher")
+        assert r.section_hash("eval") == load_recipe(path).section_hash("eval")  # prose with a slash is no path
     assert len(set(hashes.values())) == 1, hashes
     monkeypatch.setenv("D", str(tmp_path / "data" / "other"))
     (tmp_path / "data" / "other" / "beir").mkdir()
