@@ -199,18 +199,18 @@ class Recipe(Section):
         payload["seed"] = self.seed
         if "eval" in names and self.eval is not None and self.eval.suite:  # the suite's datasets, not its name
             payload["eval_suite"] = [d.model_dump() for d in load_suite(self.eval.suite)[1]]
-        payload = _same_paths(payload)
+        payload = same_paths(payload)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _same_paths(value):
+def same_paths(value):
     """``value`` with every string that names an existing local path (it holds a ``/``) replaced by its
     resolved absolute path, so that ``../shared/data/scifact`` and ``/work/shared/data/scifact`` (one folder
     spelled from two places) give one stage hash and a run is not redone for the spelling of its data."""
     if isinstance(value, dict):
-        return {k: _same_paths(v) for k, v in value.items()}
+        return {k: same_paths(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_same_paths(v) for v in value]
+        return [same_paths(v) for v in value]
     if isinstance(value, str) and "/" in value and "://" not in value and "\n" not in value:
         try:  # prose with a slash (an eval note) is no path: too long a name is an OSError
             p = Path(value).expanduser()

@@ -240,20 +240,25 @@ def test_section_hash_tracks_only_the_named_sections(tmp_path):
 
 def test_section_hash_is_the_same_for_one_folder_spelled_two_ways(tmp_path, monkeypatch):
     """``${LLMRANK_DATA}`` as ``../data`` from one place and as an absolute path from another is one dataset:
-    the stages are not redone for the spelling of the path; another folder is another hash."""
+    the stages and the eval rows are not redone for the spelling of the path; another folder is another hash."""
+    from llmrank.eval.run_eval import row_key
+
     (tmp_path / "data" / "beir").mkdir(parents=True)
     (tmp_path / "data" / "other").mkdir()
     (tmp_path / "work").mkdir()
     note = "A note longer than a file name may be" * 8 + ", that names recipes/quickstart-cpu.yaml"
-    path = _write(tmp_path, f"name: t\ndata:\n  dataset: ${{D}}/beir\neval:\n  note: {note}\n")
+    path = _write(tmp_path, f"name: t\ndata:\n  dataset: ${{D}}/beir\n"
+                            f"eval:\n  datasets: [{{dataset: '${{D}}/beir'}}]\n  note: {note}\n")
     monkeypatch.chdir(tmp_path / "work")
-    hashes = {}
+    hashes, rows = {}, set()
     for spelling in ("../data", str(tmp_path / "data"), str(tmp_path / "data" / "other" / "..")):
         monkeypatch.setenv("D", spelling)
         r = load_recipe(path)
         hashes[spelling] = r.section_hash("data", "teacher")
+        # an eval row file is kept across the spellings too (its key names the dataset)
+        rows.add(row_key(r, eval_entries(r.eval)[0], "first_stage"))
         assert r.section_hash("eval") == load_recipe(path).section_hash("eval")  # prose with a slash is no path
-    assert len(set(hashes.values())) == 1, hashes
+    assert len(set(hashes.values())) == 1 and len(rows) == 1, (hashes, rows)
     monkeypatch.setenv("D", str(tmp_path / "data" / "other"))
     (tmp_path / "data" / "other" / "beir").mkdir()
     assert load_recipe(path).section_hash("data", "teacher") not in hashes.values()

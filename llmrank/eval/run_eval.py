@@ -20,7 +20,7 @@ from llmrank.data.bm25 import ensure_candidates
 from llmrank.data.io import atomic_write_text
 from llmrank.errors import LlmrankError
 from llmrank.eval.metrics import default_rel_threshold, evaluate
-from llmrank.recipe import SUITES_DIR, EvalDataset, eval_entries, load_suite
+from llmrank.recipe import SUITES_DIR, EvalDataset, eval_entries, load_suite, same_paths
 from llmrank.rerankers.base import total_cost
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def row_key(recipe, entry: EvalDataset, row: str, students: dict | None = None) 
             parts["dtype"] = recipe.eval.dtype
     elif row == "first_stage":
         parts["cost"] = "timed"  # rows written before the first stage was timed carry no cost
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # one folder spelled two ways (../shared/data, /work/shared/data) is one dataset: the row is kept
+    return hashlib.sha256(json.dumps(same_paths(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]] | None = None,
