@@ -112,7 +112,7 @@ class RefineSection(Section):
     rewards: list[RewardSpec] = Field(default_factory=list, description="grpo: the rewards and their weights "
                                       "(default: format 0.2 + relevance 1.0)")
     options: dict[str, Any] = Field(default_factory=dict, description="how prompts/pairs are built: grpo: per_query, "
-                                    "queries, top_m; dpo: pairs_per_query, top_m, queries, anchors (pointwise), samples, "
+                                    "queries, top_m, balance; dpo: pairs_per_query, top_m, queries, anchors (pointwise), samples, "
                                     "temperature, max_new_tokens, per_query (reasoning)")
     lora: dict[str, Any] = Field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05},
                                  description="the refinement's new LoRA adapter: r, alpha, dropout, target_modules")
@@ -624,7 +624,7 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
     return problems
 
 
-REFINE_OPTIONS = {("grpo", "reasoning"): ("per_query", "queries", "top_m"),
+REFINE_OPTIONS = {("grpo", "reasoning"): ("per_query", "queries", "top_m", "balance"),
                   ("dpo", "pointwise"): ("pairs_per_query", "top_m", "queries", "anchors"),
                   ("dpo", "reasoning"): ("samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries")}
 """The ``refine.options`` each (method, student kind) takes (llmrank.training.grpo / .dpo)."""

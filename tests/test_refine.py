@@ -99,6 +99,18 @@ def test_grpo_prompts_are_the_served_prompts_balanced_with_labels(tiny_model_dir
     assert by["q2", "d0"]["teacher_label"] == 0.0
     want, _ = build_rationale_prompt(load_prompt("rationale"), tok, QUERIES["q1"].text, DOCS["d0"].contents, 32)
     assert by["q1", "d0"]["prompt"] == want
+    # q3 is judged, but its relevant document is not among the candidates: all its targets are "no". Balanced
+    # (the default), it gives no prompts and the prompts are 2 "yes" and 2 "no"; unbalanced, 2 more "no"s
+    data = RankingData("toy", {**QUERIES, "q3": Query("q3", "do cats purr")}, DOCS,
+                       qrels={**DATA.qrels, "q3": {"d9": 1}}, source="toy")
+    teacher = {**TEACHER, "q3": {"qid": "q3", "ranking": ["d3", "d1", "d0"], "rationales": {}}}
+    rows = build_grpo_prompts(data, teacher, meta, tok, per_query=2)
+    assert sorted((r["qid"], r["docid"]) for r in rows) == [("q1", "d0"), ("q1", "d1"), ("q2", "d0"), ("q2", "d1")]
+    rows = build_grpo_prompts(data, teacher, meta, tok, per_query=2, balance=False)
+    assert sorted((r["qid"], r["docid"], r["label"]) for r in rows if r["qid"] == "q3") == [
+        ("q3", "d1", 0.0), ("q3", "d3", 0.0)]
+    with pytest.raises(LlmrankError, match="no 'yes' target"):
+        build_grpo_prompts(data, {"q3": teacher["q3"]}, meta, tok, per_query=2)
 
 
 def test_grpo_trains_a_new_lora_and_saves_the_distilled_layout(tiny_model_dir, tmp_path):

@@ -11,10 +11,10 @@ their group's mean.
 :func:`llmrank.rerankers.rationale.build_rationale_prompt` (the builder the SFT examples and the reasoning
 reranker use, documents truncated to the student's ``max_doc_tokens``), one per (query, document) from
 the teacher's ranking: per query up to ``per_query`` documents, half of them with target "yes" (judged
-relevant, or the teacher's yes) and the rest the highest-ranked "no"s (hard negatives), so the reward
-does not favour always answering "no". Columns ``label`` (qrels grade, 0 for an unjudged document of a
-judged query, None for a query without judgements) and ``teacher_label`` (the teacher's verdict) feed the
-rewards.
+relevant, or the teacher's yes) and the rest the highest-ranked "no"s (hard negatives); a query with no
+"yes" gives no prompts (``balance``), so the reward does not favour always answering "no". Columns
+``label`` (qrels grade, 0 for an unjudged document of a judged query, None for a query without judgements)
+and ``teacher_label`` (the teacher's verdict) feed the rewards.
 
 **Generation**: trl's own (``transformers`` ``generate``) by default — the CPU path; with
 ``use_vllm: true`` (the GPU path) trl generates through vLLM, which must be installed.
@@ -54,9 +54,15 @@ def check_use_vllm(use_vllm: bool, where: str = "refine.training.use_vllm") -> N
 
 def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta: dict, tokenizer,
                        per_query: int = 4, queries: int | None = None, seed: int = 0,
-                       top_m: int = 5) -> list[dict]:
+                       top_m: int = 5, balance: bool = True) -> list[dict]:
     """One row per (query, document): ``prompt`` (the served string), ``qid``, ``docid``, ``label``,
-    ``teacher_label`` (see the module docstring). ``meta`` is the student's metadata (prompt, max_doc_tokens)."""
+    ``teacher_label`` (see the module docstring). ``meta`` is the student's metadata (prompt, max_doc_tokens).
+
+    ``balance`` (the default): a query with no "yes" target among its ranked documents gives no prompts, so
+    the prompts are as many "yes" as "no" when ``per_query`` is even. Without it such a query gives
+    ``per_query`` "no"s, and on judged data where the relevant document is often outside the candidates
+    (SciFact: 29 "no" of 40 prompts) a policy that always answers "no" already earns most of the relevance
+    reward."""
     from llmrank.prompts import load_prompt
     from llmrank.rerankers.rationale import build_rationale_prompt
     from llmrank.students.reasoning import teacher_verdicts
@@ -65,7 +71,7 @@ def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta
         raise LlmrankError(f"refine.options.per_query: must be at least 1, got {per_query}")
     prompt = load_prompt(meta["prompt"])
     rng = random.Random(seed)
-    rows = []
+    rows, skipped = [], 0
     qids = list(teacher_records)[:queries] if queries else list(teacher_records)
     for qid in qids:
         rec = teacher_records[qid]
@@ -83,6 +89,9 @@ def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta
             if target is not None:
                 cands.append((d, label, None if teacher is None else float(teacher), target > 0))
         pos = [c for c in cands if c[3]][: max(1, per_query // 2)]
+        if balance and not pos:
+            skipped += 1
+            continue
         neg = [c for c in cands if not c[3]][: per_query - len(pos)]
         picked = pos + neg
         rng.shuffle(picked)
@@ -91,7 +100,12 @@ def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta
                                              meta.get("max_doc_tokens"))
             rows.append({"prompt": text, "qid": qid, "docid": d, "label": label, "teacher_label": teacher})
     if not rows:
-        raise LlmrankError("no GRPO prompts: no teacher-ranked document has a qrels label or a teacher verdict")
+        raise LlmrankError("no GRPO prompts: no teacher-ranked document has a qrels label or a teacher verdict"
+                           + (f"; {skipped} queries have no 'yes' target and refine.options.balance is true"
+                              if skipped else ""))
+    if skipped:
+        log.info("GRPO prompts: %d of %d queries have no 'yes' target among their ranked documents and give no "
+                 "prompts (refine.options.balance)", skipped, len(qids))
     return rows
 
 
