@@ -66,7 +66,7 @@ path = resolve_model("smollm2-135m")
 tok = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 if a.mode == "full":
-    from llmrank.students.pointwise import freeze_embeddings
+    from llmrank.students.base import freeze_embeddings
 
     freeze_embeddings(model)  # as distill.finetune: full does
     for n, p in model.named_parameters():

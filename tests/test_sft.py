@@ -270,6 +270,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def test_full_finetuning_sft_trains_every_layer_but_the_embeddings(tiny_dir, tiny_tok, tmp_path, one_thread):
+    """``finetune: full`` for a reasoning student: no LoRA, the token embeddings (and the head tied to them)
+    frozen, as for the pointwise student; every transformer layer trainable."""
+    examples = build_sft_examples(DATA, OVERFIT, tokenizer=tiny_tok)
+    trainer, _, _, _ = build_sft_trainer(sft_args(tmp_path, model=str(tiny_dir), finetune="full"), examples)
+    model = trainer.model
+    assert not hasattr(model, "peft_config")
+    assert not model.get_input_embeddings().weight.requires_grad
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    layers = {n for n, _ in model.named_parameters() if n.startswith("model.layers.")}
+    assert layers and layers <= trainable and not any("embed_tokens" in n for n in trainable)
+
+
 def test_sft_overfits_saves_and_reranks(tiny_dir, tiny_tok, tmp_path, one_thread):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, TrainerCallback

@@ -60,6 +60,16 @@ class StudentFields:
                                                            "dtype float32)"})
 
 
+def freeze_embeddings(model) -> None:
+    """Full fine-tuning (``finetune: full``, both student kinds) trains every transformer layer but not the
+    token embeddings (nor the LM head when it is tied to them): a step need not update a vocabulary-sized
+    matrix (28M of SmolLM2-135M's 135M weights), and the yes/no scorer reads two rows of the head."""
+    model.get_input_embeddings().weight.requires_grad_(False)
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is model.get_input_embeddings().weight:
+        head.weight.requires_grad_(False)
+
+
 def build_config_class(fields_cls, base_cls, name: str, module: str, doc: str) -> type:
     """``@dataclass class <name>(fields_cls, base_cls)``, the config a kind's trainer receives, made on first
     use (``base_cls`` comes from transformers or trl, which the kind's module does not import at import

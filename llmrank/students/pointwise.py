@@ -22,7 +22,8 @@ from typing import Any
 
 from llmrank.errors import LlmrankError
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
-from llmrank.students.base import Student, StudentFields, build_config_class, config_dict, write_student
+from llmrank.students.base import (Student, StudentFields, build_config_class, config_dict, freeze_embeddings,
+                                   write_student)
 
 log = logging.getLogger(__name__)
 SERVE_TEMPLATE = "score_template.jinja"
@@ -173,16 +174,6 @@ def load_base(cfg):
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     return tok, get_peft_model(model, lora), path
-
-
-def freeze_embeddings(model) -> None:
-    """Full fine-tuning trains every transformer layer but not the token embeddings (nor the LM head when it
-    is tied to them): the scorer reads two rows of the head, and a step need not update a vocabulary-sized
-    matrix (28M of SmolLM2-135M's 135M weights)."""
-    model.get_input_embeddings().weight.requires_grad_(False)
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is model.get_input_embeddings().weight:
-        head.weight.requires_grad_(False)
 
 
 def student_meta(cfg, base_path: str, prompt) -> dict:

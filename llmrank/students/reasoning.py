@@ -64,7 +64,8 @@ from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.base import ranking_from_scores
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
 from llmrank.rerankers.rationale import RationaleReranker, build_rationale_messages, parse_rationale
-from llmrank.students.base import Student, StudentFields, build_config_class, config_dict, write_student
+from llmrank.students.base import (Student, StudentFields, build_config_class, config_dict, freeze_embeddings,
+                                   write_student)
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,8 @@ def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
     if cfg.completion_only_loss is None:
         cfg.completion_only_loss = True
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=resolve_dtype(cfg.dtype))
+    if cfg.finetune == "full":
+        freeze_embeddings(model)
     lora = None if cfg.finetune == "full" else LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules,
         task_type="CAUSAL_LM")

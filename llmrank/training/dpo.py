@@ -42,7 +42,7 @@ from pathlib import Path
 
 from llmrank.data.types import RankingData
 from llmrank.errors import LlmrankError
-from llmrank.training.refined import check_method, lora_config, save_refined, start_model
+from llmrank.training.refined import check_method, lora_config, save_refined, start_model, student_meta
 
 log = logging.getLogger(__name__)
 LOG_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
@@ -235,13 +235,12 @@ def build_dpo_rows(student_dir: str | Path, data: RankingData, teacher_records: 
     """The DPO rows for the student in ``student_dir`` (pointwise or reasoning, by its metadata) with
     ``options`` (pointwise: ``pairs_per_query``, ``top_m``, ``queries``, ``anchors``; reasoning: ``samples``,
     ``temperature``, ``max_new_tokens``, ``per_query``, ``top_m``, ``queries``)."""
+    from llmrank.recipe import REFINE_OPTIONS
     from llmrank.students import load_student
 
     options = dict(options or {})
-    model, tok, meta, base_path = start_model(student_dir, out, dtype)
-    kind = meta.get("kind", "pointwise")
-    allowed = {"pointwise": {"pairs_per_query", "top_m", "queries", "anchors"},
-               "reasoning": {"samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries"}}[kind]
+    kind = student_meta(student_dir)[1].get("kind", "pointwise")
+    allowed = set(REFINE_OPTIONS[("dpo", kind)])
     bad = sorted(set(options) - allowed)
     if bad:
         import difflib
@@ -249,6 +248,7 @@ def build_dpo_rows(student_dir: str | Path, data: RankingData, teacher_records: 
         close = difflib.get_close_matches(bad[0], sorted(allowed), n=1, cutoff=0.6)
         raise LlmrankError(f"refine.options.{bad[0]}: not an option of DPO for a {kind} student"
                            + (f"; did you mean '{close[0]}'?" if close else "") + f" (options: {', '.join(sorted(allowed))})")
+    model, tok, meta, base_path = start_model(student_dir, out, dtype)
     if kind == "pointwise":
         reranker = load_student(base_path, dtype=dtype)
         rows, stats = pointwise_pairs(data, teacher_records, reranker, tok, meta, progress=progress, **options)

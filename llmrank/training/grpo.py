@@ -100,9 +100,9 @@ def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta
                                              meta.get("max_doc_tokens"))
             rows.append({"prompt": text, "qid": qid, "docid": d, "label": label, "teacher_label": teacher})
     if not rows:
-        raise LlmrankError("no GRPO prompts: no teacher-ranked document has a qrels label or a teacher verdict"
-                           + (f"; {skipped} queries have no 'yes' target and refine.options.balance is true"
-                              if skipped else ""))
+        raise LlmrankError(f"no GRPO prompts: each of the {skipped} queries has no 'yes' target among its ranked "
+                           "documents (refine.options.balance: true keeps only queries that have one)" if skipped else
+                           "no GRPO prompts: no teacher-ranked document has a qrels label or a teacher verdict")
     if skipped:
         log.info("GRPO prompts: %d of %d queries have no 'yes' target among their ranked documents and give no "
                  "prompts (refine.options.balance)", skipped, len(qids))
