@@ -5,7 +5,7 @@ step N) scores the recipe's first eval dataset (BM25 top-k reranked, the eval st
 student's prompt, truncation and dtype, and prints ``step, nDCG@10`` next to the zero-shot student (step 0),
 so a learning curve can be read against held-out quality, not training loss alone.
 
-    python eval/bench_checkpoints.py recipes/quickstart-cpu.yaml --out runs [--set k=v ...] [--queries 10] [--steps 20 40]
+    python -m eval.bench_checkpoints recipes/quickstart-cpu.yaml --out runs [--set k=v ...] [--queries 10] [--steps 20 40]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from llmrank.backends.hf import HFBackend
 from llmrank.data import load_dataset
 from llmrank.data.bm25 import ensure_candidates
 from llmrank.eval.metrics import evaluate
-from llmrank.eval.progress import ProgressLines
+from llmrank.progress import ProgressLines
 from llmrank.recipe import eval_entries, load_recipe
 from llmrank.rerankers.pointwise import PointwiseReranker
-from llmrank.runner import Runner, _checkpoints
+from llmrank.runner import Runner, checkpoints
 
 
 def student_at(path, recipe) -> PointwiseReranker:
@@ -60,7 +60,7 @@ def main() -> None:
     entry = eval_entries(recipe.eval)[0]
     data = load_dataset(entry.dataset, entry.split, query_field=entry.query_field).first_queries(args.queries or entry.queries)
     first = ensure_candidates(data, max(recipe.eval.top_k, 100)).subset(data.queries)
-    ckpts = [(int(p.name.split("-")[1]), p) for p in _checkpoints(runner.stage_dir("distill"))]
+    ckpts = [(int(p.name.split("-")[1]), p) for p in checkpoints(runner.stage_dir("distill"))]
     if args.steps:
         ckpts = [(s, p) for s, p in ckpts if s in args.steps]
     todo = ([(0, None)] if args.zero_shot else []) + ckpts

@@ -4,7 +4,7 @@ Teachers: the qrels as an oracle (``oracle``), and a teacher run from a file (``
 written by ``llmrank teach``). For each (teacher, loss): a bounded LoRA run, then nDCG@10 on SciFact test
 (BM25 top-20 reranked) next to the zero-shot student (same prompt, same single yes/no token pair).
 
-    python eval/bench_distill.py --train-queries 200 --test-queries 50 --steps 60 --losses listnet ranknet bce cprd
+    python -m eval.bench_distill --train-queries 200 --test-queries 50 --steps 60 --losses listnet ranknet bce cprd
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from llmrank.rerankers.pointwise import PointwiseReranker
 from llmrank.teacher import read_teacher_run
 from llmrank.students import load_student
 from llmrank.students.pointwise import PointwiseStudent
-from llmrank.training.examples import build_groups
+from llmrank.students.examples import build_groups
 
 DATA = Path(os.environ.get("LLMRANK_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 

@@ -2,13 +2,13 @@
 
 The student is SmolLM2-135M-Instruct used as a pointwise yes/no student (prompt ``yes_no``; pass
 ``--student DIR`` for a distilled one), refined with LoRA by :func:`llmrank.training.dpo.train_dpo` on the
-single-answer-token preferences :func:`llmrank.training.dpo.pointwise_pairs` builds from SciFact train
+single-answer-token preferences :func:`llmrank.students.pointwise.pointwise_pairs` builds from SciFact train
 (BM25 top ``--k`` of the first ``--queries`` queries; qrels targets; the pairs the student misorders).
 Writes ``trainer_log.json``, ``reward.png`` and ``summary.json`` (reward accuracy and margin over the first
 and the last quarter of steps; with ``--eval-queries``, nDCG@10 before and after on SciFact test, BM25 top
 ``--eval-k``) under ``--out``.
 
-    python eval/bench_dpo_cpu.py --steps 30 --eval-queries 30 --out runs/bench-dpo
+    python -m eval.bench_dpo_cpu --steps 30 --eval-queries 30 --out runs/bench-dpo
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from eval.refine_common import ndcg, quarters, train_queries
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "eval"))
-from _refine_bench import ndcg, quarters, train_queries  # noqa: E402
 
 
 def pointwise_student(out: Path, model: str, max_doc_tokens: int) -> Path:

@@ -7,7 +7,7 @@ the qrels), rewards ``format`` (0.5) + ``relevance`` (1.0). Writes ``trainer_log
 ``summary.json`` (mean reward over the first and the last quarter of steps; and, with ``--eval-queries``,
 nDCG@10 of the student before and after on SciFact test, BM25 top ``--eval-k``) under ``--out``.
 
-    python eval/bench_grpo_cpu.py --steps 40 --out runs/bench-grpo
+    python -m eval.bench_grpo_cpu --steps 40 --out runs/bench-grpo
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from eval.refine_common import ndcg, quarters, train_queries
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "eval"))
-from _refine_bench import ndcg, quarters, train_queries  # noqa: E402
 
 
 def reasoning_student(out: Path, model: str, max_doc_tokens: int, max_new_tokens: int) -> Path:

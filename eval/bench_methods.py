@@ -1,7 +1,7 @@
 """Zero-shot ranking methods side by side on TREC DL19 (BM25 top-20): quality, validity and cost.
 
-    python eval/bench_methods.py --queries 5 --out runs/bench_methods.json
-    python eval/bench_methods.py --model smollm2-135m --methods pointwise listwise
+    python -m eval.bench_methods --queries 5 --out runs/bench_methods.json
+    python -m eval.bench_methods --model smollm2-135m --methods pointwise listwise
 
 Every method reranks the BM25 top-``--depth`` (20) of each query with the same backend; the table has
 nDCG@10, whether every ranking was a permutation of its input, model calls, prompt and completion tokens

@@ -10,7 +10,7 @@ Same model, same dtype, same (query, document) prompts from TREC DL19's BM25 top
 Also prints the fraction of this machine's measured bf16 matmul peak that the llmrank path reaches,
 counting document tokens only (2 × non-embedding parameters FLOPs per token). The ratio is printed last.
 
-    python eval/bench_pointwise.py [--model smollm2-135m] [--queries 3] [--docs 20] [--dtype bfloat16]
+    python -m eval.bench_pointwise [--model smollm2-135m] [--queries 3] [--docs 20] [--dtype bfloat16]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Training throughput: llmrank's pointwise distill trainer vs trl's SFTTrainer on the same sequences.
 
-    python eval/bench_sft_vs_distill.py --steps 6 --rounds 2
-    python eval/bench_sft_vs_distill.py --model /path/to/checkpoint --groups 2 --group-size 8 --bf16
+    python -m eval.bench_sft_vs_distill --steps 6 --rounds 2
+    python -m eval.bench_sft_vs_distill --model /path/to/checkpoint --groups 2 --group-size 8 --bf16
 
 Both train the same base model with the same LoRA (r 16, alpha 32, dropout 0.05, all-linear), optimizer,
 learning rate, precision, no gradient checkpointing, batches taken in order (no shuffling):
@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 WORDS = ("water boils degrees celsius pressure altitude tower paris engine battery voltage river delta protein "
          "enzyme cell membrane market shares inflation vaccine immune response orbit planet solar wind turbine "
@@ -42,7 +41,7 @@ WORDS = ("water boils degrees celsius pressure altitude tower paris engine batte
 
 
 def synthetic_groups(n_groups: int, group_size: int, doc_words: int, seed: int = 0) -> list[dict]:
-    """Deterministic query/document groups in the shape of :func:`llmrank.training.examples.build_groups`."""
+    """Deterministic query/document groups in the shape of :func:`llmrank.students.examples.build_groups`."""
     rng = random.Random(seed)
     groups = []
     for q in range(n_groups):
@@ -108,20 +107,12 @@ def run_distill(path: str, groups: list[dict], a, tmp: Path) -> dict:
     from llmrank.students import pointwise
 
     meter = Meter(a.warmup)
-    base_trainer = pointwise._trainer_class()
-
-    class Timed(base_trainer):
-        def __init__(self, *args, data_collator=None, callbacks=None, **kw):
-            super().__init__(*args, data_collator=meter.wrap(data_collator), callbacks=[meter.callback()], **kw)
-
-    pointwise._CACHE["trainer"] = Timed
-    try:
-        cfg = training_args(pointwise.PointwiseStudent.config_class(), str(tmp / "distill"), a.warmup + a.steps,
-                            a.groups, a, model=path, prompt="yes_no", loss="listnet", group_size=a.group_size,
-                            max_doc_tokens=a.max_doc_tokens, dtype="float32", merge=False)
-        pointwise.PointwiseStudent.train(cfg, groups)
-    finally:
-        pointwise._CACHE["trainer"] = base_trainer
+    cfg = training_args(pointwise.PointwiseStudent.config_class(), str(tmp / "distill"), a.warmup + a.steps,
+                        a.groups, a, model=path, prompt="yes_no", loss="listnet", group_size=a.group_size,
+                        max_doc_tokens=a.max_doc_tokens, dtype="float32", merge=False)
+    trainer, *_ = pointwise.build_trainer(cfg, groups, callbacks=[meter.callback()])
+    trainer.data_collator = meter.wrap(trainer.data_collator)
+    trainer.train()
     return meter.result()
 
 
@@ -142,7 +133,6 @@ def sft_examples(tokenizer, groups: list[dict], max_doc_tokens: int) -> list[dic
 def run_sft(path: str, groups: list[dict], a, tmp: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from llmrank.students import reasoning
     from llmrank.students.reasoning import ReasoningStudent, build_sft_trainer
 
     meter = Meter(a.warmup)
@@ -153,11 +143,7 @@ def run_sft(path: str, groups: list[dict], a, tmp: Path) -> dict:
     if a.stock_trl:  # trl's SFTTrainer as it is (its CPU loss projects every position onto the vocabulary)
         from trl import SFTTrainer
 
-        original, reasoning._completion_trainer_class = reasoning._completion_trainer_class, lambda: SFTTrainer
-        try:
-            trainer, *_ = build_sft_trainer(cfg, examples, callbacks=[meter.callback()])
-        finally:
-            reasoning._completion_trainer_class = original
+        trainer, *_ = build_sft_trainer(cfg, examples, callbacks=[meter.callback()], trainer_cls=SFTTrainer)
     else:
         trainer, *_ = build_sft_trainer(cfg, examples, callbacks=[meter.callback()])
     trainer.data_collator = meter.wrap(trainer.data_collator)

@@ -8,19 +8,15 @@ so that the modes (``full``: every layer, embeddings frozen; ``lora-top``: LoRA 
 ``lora-all``) can be compared by quality against steps and seconds. Writes ``--out`` (JSON: the evals,
 every step's loss, seconds per step).
 
-    python eval/bench_student_loop.py --teacher runs/quickstart-cpu/teach/teacher.jsonl --mode full \
+    python -m eval.bench_student_loop --teacher runs/quickstart-cpu/teach/teacher.jsonl --mode full \
         --lr 5e-5 --epochs 2 --eval-every 49 --out runs/bench-student-full.json
 """
 import argparse
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -34,7 +30,9 @@ from llmrank.prompts import load_prompt
 from llmrank.rerankers.pointwise import build_pointwise_prompt
 from llmrank.students.pointwise import GroupCollator, answer_token_ids
 from llmrank.teacher import read_teacher_run
-from llmrank.training.examples import build_groups
+from llmrank.students.examples import build_groups
+
+REPO = Path(__file__).resolve().parents[1]
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--teacher", required=True, help="a teach stage's teacher.jsonl")

@@ -4,7 +4,7 @@ Measures the teachers available with no hub — the embedded LLMs with pointwise
 MiniLM bi-encoder, and rank fusions — on SciFact TRAIN queries (BM25 top-20, the quickstart's setting),
 next to BM25 itself. The quickstart recipe uses the strongest.
 
-    python eval/bench_teachers.py --queries 40 [--llms smollm2-135m gemma3-270m] [--out teachers.json]
+    python -m eval.bench_teachers --queries 40 [--llms smollm2-135m gemma3-270m] [--out teachers.json]
 """
 
 from __future__ import annotations

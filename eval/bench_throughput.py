@@ -1,7 +1,7 @@
 """Throughput at scale (benchmark, not a test): queries in flight, every teacher method, against the ceiling.
 
-    python eval/bench_throughput.py                        # every part, the sizes of issue 14
-    python eval/bench_throughput.py --parts b,d --pairs 80 --queries-d 2 --threads 1
+    python -m eval.bench_throughput                        # every part, the sizes of issue 14
+    python -m eval.bench_throughput --parts b,d --pairs 80 --queries-d 2 --threads 1
 
 Parts (ratios are taken within one run; every row prints tokens/s, pairs/s and the fraction of this
 machine's measured matmul ceiling in that dtype):
@@ -67,7 +67,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 METHODS_D = [
     ("pointwise", {}),
@@ -232,8 +231,9 @@ def run_vllm_part(part: str, args) -> list[dict] | str:
         return f"no vLLM python ({e}); `make vllm` builds .venv-vllm"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
-        cmd = [py.path, str(Path(__file__).resolve()), "--worker", str(out), "--parts", part] + args.passthrough
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.vllm_timeout)
+        # the vLLM python runs this module from the repository root, which puts llmrank on its path
+        cmd = [py.path, "-m", "eval.bench_throughput", "--worker", str(out), "--parts", part] + args.passthrough
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.vllm_timeout, cwd=REPO)
         if proc.returncode != 0 or not out.is_file():
             return f"vLLM worker failed:\n{proc.stderr[-2000:]}"
         return json.loads(out.read_text())

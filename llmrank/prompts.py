@@ -5,6 +5,7 @@ A prompt file (``prompts/<name>.yaml``, or any path) holds::
     name: yes_no            # how recipes and the CLI refer to it
     version: 1              # bump when the wording changes (it is part of teacher-cache keys)
     methods: [pointwise]    # the ranking methods it fits: pointwise | qlm | pairwise | listwise | setwise | rationale
+                            # | first
                             # (``method: pointwise`` is read as ``methods: [pointwise]``)
     system: "…"             # optional system message
     template: "…{{ query }}…{{ document }}…"   # jinja2; fields depend on the method
@@ -36,7 +37,7 @@ from llmrank.errors import LlmrankError
 
 SHIPPED_PROMPTS_DIR = asset_dir("prompts")
 PROMPTS_DIR = Path(os.environ.get("LLMRANK_PROMPTS") or SHIPPED_PROMPTS_DIR)
-METHODS = ("pointwise", "qlm", "pairwise", "listwise", "setwise", "rationale")
+METHODS = ("pointwise", "qlm", "pairwise", "listwise", "setwise", "rationale", "first")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
@@ -178,10 +179,50 @@ def prompts_for_method(method: str) -> list[str]:
     return out
 
 
-def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def template_thinks(tokenizer) -> bool:
+    """Whether the tokenizer's chat template has a thinking switch (``enable_thinking``, as Qwen3's does)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    return isinstance(template, str) and "enable_thinking" in template
+
+
+def close_thinking(text: str) -> str:
+    """``text`` that ends inside an open think block (a template that always opens one, as DeepSeek-R1's
+    does) with the block closed empty, so the next token is the answer; any other text unchanged."""
+    if text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE):
+        return text + ("" if text.endswith("\n") else "\n") + "\n" + THINK_CLOSE + "\n\n"
+    return text
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """``(thought, answer)`` of a generation: the inside of a ``<think>…</think>`` block (the prompt may have
+    opened it) and what follows it. A block never closed (the budget ran out while thinking) is all thought
+    and no answer; a text without a block is all answer."""
+    text = text or ""
+    if THINK_CLOSE in text:
+        head, _, tail = text.rpartition(THINK_CLOSE)
+        return head.split(THINK_OPEN, 1)[-1].strip(), tail
+    if text.lstrip().startswith(THINK_OPEN):
+        return text.lstrip()[len(THINK_OPEN):].strip(), ""
+    return "", text
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True, thinking: bool = False) -> str:
     """The model-input string for ``messages``: the tokenizer's chat template when it has one, otherwise
-    the system and user texts joined by blank lines (base models such as Gemma 3 270M)."""
+    the system and user texts joined by blank lines (base models such as Gemma 3 270M).
+
+    Thinking is off unless ``thinking``: a template with a thinking switch gets ``enable_thinking=False``
+    (Qwen3's templates think by default), and a prompt that would end inside an open think block has it closed
+    (:func:`close_thinking`), so a scorer reads its label at the answer position. A template without either is
+    rendered as it always was."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        extra = {"enable_thinking": thinking} if template_thinks(tokenizer) else {}
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             **extra)
+        return close_thinking(text) if add_generation_prompt and not thinking else text
     text = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "user"))
     return text + ("\n\nAnswer:" if add_generation_prompt else "")

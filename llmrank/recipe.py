@@ -10,37 +10,53 @@ suite (``eval.suite: beir``, a file under ``eval/``) is validated the same way. 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import os
-import re
-import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model, field_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
-from llmrank.assets import asset_dir
+from llmrank.config import loader as _loader
+from llmrank.config.loader import (  # noqa: F401 - the loader's names, importable from here as before
+    _ENV_RE,
+    Section,
+    _at,
+    _described,
+    _fix_path,
+    _line_map,
+    _Loader,
+    _model_at,
+    _path_str,
+    _read_yaml,
+    _suggest,
+    _yaml_load,
+)
+from llmrank.data.io import same_paths  # noqa: F401 - importable from here as before
 from llmrank.errors import LlmrankError
-
-
-class Section(BaseModel):
-    # numbers are accepted for text fields (``name: ${RUN}`` with RUN=42 is the name "42")
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+from llmrank.eval.suites import (  # noqa: F401 - the eval suites, importable from here as before
+    SUITES_DIR,
+    EvalDataset,
+    EvalSuite,
+    eval_entries,
+    load_suite,
+    suite_location,
+)
 
 
 class DataConfig(Section):
     dataset: str = Field(description="dataset path (BEIR dir, candidates JSON, BRIGHT dir, jsonl)")
     train_split: str = Field("train", description="split whose queries are taught and distilled")
-    first_stage: str = Field("bm25", description="'bm25', 'bm25+dense' (merged, for hard negatives) or a TREC run path")
+    first_stage: str = Field("bm25", description="'bm25', 'bm25+dense' (merged, for hard negatives), 'dense' "
+                             "(MiniLM), 'dense:<model>' or a bi-encoder student's folder (corpus embeddings cached), "
+                             "or a TREC run path")
     k: int = Field(20, ge=2, description="candidates per query taken from the first stage for teaching")
     queries: int | None = Field(None, ge=1, description="keep only the first N training queries")
 
 
 class TeacherConfig(Section):
-    method: str = Field("pointwise", description="pointwise | pairwise | listwise | setwise | rationale | dense | oracle | fusion")
+    method: str = Field("pointwise", description="pointwise | pairwise | listwise | setwise | rationale | dense | oracle | "
+                                                 "fusion | student (a saved student folder as 'model' teaches as it scores)")
     model: str = Field("smollm2-135m", description="teacher model: alias, local path or hub id")
     backend: str = Field("hf", description="hf | vllm | openai | http://… base URL")
     prompt: str | None = Field(None, description="prompt name or YAML path (default: the method's)")
@@ -49,6 +65,12 @@ class TeacherConfig(Section):
     members: list[TeacherConfig] = Field(default_factory=list, description="for method 'fusion': the teachers fused")
     fusion: Literal["rrf", "borda"] = Field("rrf", description="for method 'fusion': rank fusion rule")
     include_first_stage: bool = Field(False, description="for method 'fusion': fuse the first-stage ranking too")
+
+
+class DistillBase(Section):
+    """What every student kind's ``distill`` section is made on (:func:`_distill_section`)."""
+
+    tag_noun: ClassVar[str] = "student kind"
 
 
 def _distill_section(kind: str) -> type[BaseModel]:
@@ -67,6 +89,8 @@ def _distill_section(kind: str) -> type[BaseModel]:
         if f.name in LORA_KEYS.values():
             continue
         bounds = {k: f.metadata[k] for k in ("ge", "gt", "le", "lt") if k in f.metadata}
+        if f.metadata.get("hash_neutral"):
+            bounds["json_schema_extra"] = {"hash_neutral": True}
         if f.default is not dataclasses.MISSING:
             info = Field(f.default, description=f.metadata.get("help", ""), **bounds)
         else:
@@ -78,8 +102,8 @@ def _distill_section(kind: str) -> type[BaseModel]:
                                             description="LoRA: r, alpha, dropout, target_modules"))
     fields["training"] = (dict[str, Any], Field(default_factory=dict, description=f"fields of {student.base_config} "
                                                 "(checked at recipe load): max_steps, learning_rate, …"))
-    name = f"{kind.capitalize()}DistillSection"
-    return create_model(name, __base__=Section, __doc__=f"The distill section of a {kind} student.", **fields)
+    name = "".join(part.capitalize() for part in kind.replace("_", "-").split("-")) + "DistillSection"
+    return create_model(name, __base__=DistillBase, __doc__=f"The distill section of a {kind} student.", **fields)
 
 
 def _distill_kind(value) -> str:
@@ -88,10 +112,22 @@ def _distill_kind(value) -> str:
     return getattr(value, "kind", "pointwise")
 
 
-DISTILL_SECTIONS: dict[str, type[BaseModel]] = {k: _distill_section(k) for k in ("pointwise", "reasoning")}
-"""kind -> its distill section; the recipe's ``distill`` is one of them, chosen by ``kind`` (default pointwise)."""
-DistillSection = Annotated[Union[tuple(Annotated[m, Tag(k)] for k, m in DISTILL_SECTIONS.items())],  # type: ignore[misc]
-                           Discriminator(_distill_kind)]
+def _distill_union(sections: dict[str, type[BaseModel]]):
+    return Annotated[Union[tuple(Annotated[m, Tag(k)] for k, m in sections.items())],  # type: ignore[misc]
+                     Discriminator(_distill_kind)]
+
+
+def _student_kinds() -> list[str]:
+    from llmrank.students import STUDENT_KINDS
+
+    return list(STUDENT_KINDS)
+
+
+DISTILL_SECTIONS: dict[str, type[BaseModel]] = {k: _distill_section(k) for k in _student_kinds()}
+"""kind -> its distill section; the recipe's ``distill`` is one of them, chosen by ``kind`` (default pointwise).
+A kind registered later (:func:`llmrank.students.register_student`) is added when the next recipe loads
+(:func:`sync_schema`)."""
+DistillSection = _distill_union(DISTILL_SECTIONS)
 
 
 class RewardSpec(Section):
@@ -108,7 +144,8 @@ class RewardSpec(Section):
 
 
 class RefineSection(Section):
-    method: Literal["grpo", "dpo"] = Field(description="grpo (ranking rewards) or dpo (ranking preferences)")
+    method: str = Field(description="refine method (llmrank.training.refiners): grpo (ranking rewards), dpo (ranking "
+                                    "preferences), or one registered with register_refiner")
     rewards: list[RewardSpec] = Field(default_factory=list, description="grpo: the rewards and their weights "
                                       "(default: format 0.2 + relevance 1.0)")
     options: dict[str, Any] = Field(default_factory=dict, description="how prompts/pairs are built: grpo: per_query, "
@@ -119,20 +156,24 @@ class RefineSection(Section):
     training: dict[str, Any] = Field(default_factory=dict, description="trl.GRPOConfig (grpo) or trl.DPOConfig (dpo) fields")
 
 
-class EvalDataset(Section):
-    dataset: str = Field(description="dataset path")
-    split: str = Field("test", description="split or BRIGHT task")
-    name: str | None = Field(None, description="label in the report (default: <folder>-<split>)")
-    queries: int | None = Field(None, ge=1, description="first N queries only")
-    query_field: str = Field("query", description="BRIGHT: the examples field used as query text ('query', or "
-                                                  "'reasoning' for the reasoning-expanded queries)")
+class GenerateSection(Section):
+    """Training queries written by an LLM for documents sampled from ``data.dataset``'s corpus (InPars /
+    Promptagator; llmrank.synth.queries). With this section the recipe reads the corpus only: no train
+    queries and no train qrels; each kept query's source document is its one judged positive."""
 
-    def label(self) -> str:
-        """The dataset's name in the report and under ``eval/``."""
-        if self.name:
-            return self.name
-        base = f"{Path(self.dataset).name}-{self.split}"
-        return base if self.query_field == "query" else f"{base}-{self.query_field}"
+    model: str = Field("smollm2-135m", description="the query generator: alias, local path or hub id")
+    backend: str = Field("hf", description="hf | vllm | openai | http://… base URL (the likelihood filter needs hf)")
+    backend_options: dict[str, Any] = Field(default_factory=lambda: {"dtype": "bfloat16"},
+                                            description="backend options (dtype, batch_size, …)")
+    prompt: str = Field("query_gen", description="prompt name or YAML path (a qlm prompt rendering {{ document }})")
+    docs: int = Field(200, ge=1, le=1_000_000, description="documents sampled from the corpus (with the recipe's seed)")
+    max_new_tokens: int = Field(32, ge=4, le=512, description="longest query generated, in tokens")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (0: greedy)")
+    max_doc_tokens: int = Field(160, ge=16, le=8192, description="document tokens shown to the generator")
+    keep_likelihood: float = Field(1.0, gt=0, le=1, description="likelihood filter (InPars): share of the queries "
+                                   "kept, those the generator finds most likely (mean log-prob); 1 = off")
+    round_trip_k: int = Field(0, ge=0, le=1000, description="round-trip filter (Promptagator): keep a query only when "
+                              "its source document is in the first stage's top k for it; 0 = off")
 
 
 class EvalSection(Section):
@@ -147,6 +188,9 @@ class EvalSection(Section):
                                  description="rows of the report table")
     note: str | None = Field(None, description="a paragraph the report prints first: what this run demonstrates "
                                                "and what it does not (e.g. a CPU demo vs the GPU recipes)")
+    students: dict[str, str] = Field(default_factory=dict, description="more rows: saved students by row name (e.g. "
+                                     "{llm_student: runs/quickstart-cpu/distill/merged}), measured beside this run's "
+                                     "student; the report gives each one's cost per query and its ratio to the student's")
     dtype: str | None = Field(None, description="dtype the student rows (zero-shot, distilled, refined) score in "
                                                 "(default: distill.dtype); e.g. bfloat16 for a student trained in "
                                                 "float32")
@@ -186,6 +230,8 @@ class Recipe(Section):
     name: str = Field(description="run name: outputs go to runs/<name>/")
     seed: int = Field(0, description="random seed")
     data: DataConfig
+    generate: GenerateSection | None = Field(None, description="write the training queries from the corpus "
+                                             "instead of reading data.train_split's (llmrank.synth.queries)")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     distill: DistillSection | None = None
     refine: RefineSection | None = None
@@ -193,9 +239,23 @@ class Recipe(Section):
     export: ExportSection | None = None
     compare: CompareSection | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        """A run name is one folder name under ``--out``, never a path: ``../x``, ``/abs`` or ``a/b`` would
+        put the stages outside ``--out`` (or straight into it, for an empty name)."""
+        if not v.strip():
+            raise ValueError("the run name is empty; give a folder name such as 'my-run'")
+        if v in (".", "..") or "/" in v or "\\" in v or "\0" in v or v != v.strip():
+            raise ValueError("a path, not a name: give one folder name, without '/', '\\', surrounding spaces, "
+                             "'.' or '..'")
+        if len(v.encode("utf-8")) > 200:
+            raise ValueError(f"a name of {len(v.encode('utf-8'))} bytes is too long for a folder name (at most 200)")
+        return v
+
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named sections (a stage's manifest compares it to decide a re-run)."""
-        payload = {n: (getattr(self, n).model_dump() if getattr(self, n) is not None else None) for n in names}
+        payload = {n: (_hash_dump(getattr(self, n)) if getattr(self, n) is not None else None) for n in names}
         payload["seed"] = self.seed
         if "eval" in names and self.eval is not None and self.eval.suite:  # the suite's datasets, not its name
             payload["eval_suite"] = [d.model_dump() for d in load_suite(self.eval.suite)[1]]
@@ -203,412 +263,130 @@ class Recipe(Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def same_paths(value):
-    """``value`` with every string that names an existing local path (it holds a ``/``) replaced by its
-    resolved absolute path, so that ``../shared/data/scifact`` and ``/work/shared/data/scifact`` (one folder
-    spelled from two places) give one stage hash and a run is not redone for the spelling of its data."""
-    if isinstance(value, dict):
-        return {k: same_paths(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [same_paths(v) for v in value]
-    if isinstance(value, str) and "/" in value and "://" not in value and "\n" not in value:
-        try:  # prose with a slash (an eval note) is no path: too long a name is an OSError
-            p = Path(value).expanduser()
-            if p.exists():
-                return str(p.resolve())
-        except (OSError, ValueError):
-            pass
-    return value
+def _hash_dump(section: BaseModel) -> dict:
+    """A section as its stage hash sees it: keys marked ``hash_neutral`` (added after runs were made) are left
+    out while they hold their default, so a finished run stays up to date when a new key arrives."""
+    out = section.model_dump()
+    for name, f in type(section).model_fields.items():
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if extra.get("hash_neutral") and out.get(name) == f.get_default(call_default_factory=True):
+            out.pop(name, None)
+    return out
 
 
 TeacherConfig.model_rebuild()
 
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SUITES_DIR = asset_dir("suites")
-"""Where ``eval.suite: <name>`` is looked up: the suites shipped in the package (``llmrank/assets/suites``,
-linked from ``eval/<name>.yaml`` at the top of the repository)."""
 
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML where ``1e-4`` is a number: PyYAML follows YAML 1.1, which reads a float without a dot
-    (``learning_rate: 1e-4``) as a string, and a string learning rate reaches the optimizer."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def _yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)
-
-
-# -- key paths and YAML lines ---------------------------------------------------------------------------
-
-def _path_str(loc) -> str:
-    """``('teacher', 'members', 0, 'method')`` -> ``teacher.members[0].method``."""
-    out = ""
-    for tok in loc:
-        if isinstance(tok, int):
-            out += f"[{tok}]"
-        else:
-            out += f".{tok}" if out else str(tok)
-    return out
-
-
-def _line_map(text: str) -> dict[tuple, int]:
-    """1-based line of every key path in a YAML document (empty when it does not parse)."""
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[tuple, int] = {}
-
-    def walk(node, path):
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = path + (k.value,)
-                lines[key] = k.start_mark.line + 1
-                walk(v, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _kind(annotation) -> tuple[str, Any]:
-    """What a field holds: ``("model", cls)``, ``("list", item annotation)``, ``("dict", value annotation)``
-    or ``("scalar", annotation)``."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _kind(get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return _kind(args[0])
-        inner = [_kind(a) for a in args]
-        if all(k == "model" for k, _ in inner):  # a union of sections chosen by a tag (distill: by kind)
-            return ("union", [m for _, m in inner])
-        return ("scalar", annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return ("model", annotation)
-    if origin is list:
-        return ("list", (get_args(annotation) or (Any,))[0])
-    if origin is dict:
-        return ("dict", (get_args(annotation) or (Any, Any))[-1])
-    if annotation is dict or annotation is Any:
-        return ("dict", Any)
-    return ("scalar", annotation)
-
-
-def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
-    """The section (pydantic model) at a key path, or None inside a free-form mapping."""
-    kind: tuple[str, Any] = ("model", root)
-    for tok in loc:
-        if kind[0] == "union":
-            kind = _union_member(kind[1], tok)
-            if kind[0] == "model" and _tag_of(kind[1]) == tok:
-                continue
-        if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
-            kind = _kind(kind[1].model_fields[tok].annotation)
-        elif (kind[0] == "list" and isinstance(tok, int)) or (kind[0] == "dict" and kind[1] is not Any):
-            kind = _kind(kind[1])
-        else:
-            return None
-    if kind[0] == "union":
-        return kind[1][0]
-    return kind[1] if kind[0] == "model" else None
-
-
-def _tag_of(model: type[BaseModel]) -> str | None:
-    f = model.model_fields.get("kind")
-    return f.default if f is not None and isinstance(f.default, str) else None
-
-
-def _union_member(models: list, tok) -> tuple[str, Any]:
-    """In a union of sections: the member a tag names (pydantic's error paths include it), else the first
-    member that has the key ``tok``, else the first member."""
-    for m in models:
-        if _tag_of(m) == tok:
-            return ("model", m)
-    for m in models:
-        if isinstance(tok, str) and tok in m.model_fields:
-            return ("model", m)
-    return ("model", models[0])
-
-
-def _clean_loc(loc: tuple, root: type[BaseModel]) -> tuple:
-    """A pydantic error path without the tags of tagged unions (``distill.pointwise.loss`` -> ``distill.loss``)."""
-    out: list = []
-    kind: tuple[str, Any] = ("model", root)
-    for tok in loc:
-        if kind[0] == "union":
-            member = _union_member(kind[1], tok)
-            if _tag_of(member[1]) == tok:
-                kind = member
-                continue
-            kind = member
-        out.append(tok)
-        if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
-            kind = _kind(kind[1].model_fields[tok].annotation)
-        elif kind[0] in ("list", "dict") and kind[1] is not Any:
-            kind = _kind(kind[1])
-        else:
-            kind = ("any", None)
-    return tuple(out)
-
-
-def _type_name(annotation) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _suggest(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _described(value) -> str:
-    if value is None:
-        return "an empty value"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-# -- ${ENV} and --set ------------------------------------------------------------------------------------
 
 def _interpolate(value, path: tuple, where: str, root: type[BaseModel] | None = None):
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string. A value that is one ``${…}`` alone and sits
-    in a free-form mapping (``distill.training``, ``teacher.options`` …, where no field type converts it)
-    takes the YAML type of its expansion (``max_steps: ${STEPS:-60}`` is the number 60); in a section the
-    field's type converts the text, and an empty expansion there is no value (``queries: ${N:-}``)."""
-    root = root or Recipe
-    if isinstance(value, str):
-        def sub(m):
-            name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise LlmrankError(f"{where}: key '{_path_str(path)}': environment variable ${{{name}}} is not set "
-                               f"(set it, or write ${{{name}:-default}} for a default)")
-
-        out = _ENV_RE.sub(sub, value)
-        if out == value or not _ENV_RE.fullmatch(value):
-            return out
-        if _model_at(path[:-1], root) is not None:  # a section's field: its type converts the text
-            return out if out != "" else None
-        try:
-            typed = _yaml_load(out)
-        except yaml.YAMLError:
-            return out
-        return typed if typed is None or isinstance(typed, (str, int, float, bool)) else out
-    if isinstance(value, dict):
-        return {k: _interpolate(v, path + (k,), where, root) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, path + (i,), where, root) for i, v in enumerate(value)]
-    return value
-
-
-_PART_RE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_@\-]*)((?:\[[0-9]+\])*)")
-
-
-def _parse_key(key: str, fail) -> list:
-    tokens: list = []
-    for part in key.split("."):
-        m = _PART_RE.fullmatch(part.strip())
-        if not m:
-            fail(f"'{part}' is not a key (expected KEY.PATH=VALUE with names such as distill.training.max_steps "
-                 "or eval.datasets[0].queries)")
-        tokens.append(m.group(1))
-        tokens += [int(i) for i in re.findall(r"\[([0-9]+)\]", m.group(2))]
-    return tokens
+    return _loader._interpolate(value, path, where, root or Recipe)
 
 
 def apply_override(raw: dict, assignment: str, where: str = "--set", root: type[BaseModel] | None = None) -> list:
-    """Apply ``a.b.c=value`` (value parsed as YAML; ``list[0]`` indexes a list) to ``raw`` in place and
-    return the key path set. The path is checked against the recipe's sections first: an unknown section
-    key, or a value (``data.k``) used as a section, is an error naming the key."""
-    root = root or Recipe
+    """Apply ``a.b.c=value`` to ``raw`` in place (checked against the recipe's schema, or ``root``) and
+    return the key path set (:func:`llmrank.config.loader.apply_override`)."""
+    return _loader.apply_override(raw, assignment, where, root or Recipe)
 
-    def fail(why: str):
-        raise LlmrankError(f"{where} {assignment!r}: {why}")
-
-    if "=" not in assignment:
-        fail("expected KEY.PATH=VALUE, e.g. distill.training.max_steps=10")
-    key, value = assignment.split("=", 1)
-    if not key.strip():
-        fail("nothing before '='; expected KEY.PATH=VALUE")
-    tokens = _parse_key(key.strip(), fail)
-    try:
-        parsed = _yaml_load(value)
-    except yaml.YAMLError as e:
-        fail(f"the value is not valid YAML ({getattr(e, 'problem', e)})")
-
-    # the schema: each key must exist in its section, and only sections, mappings and lists hold keys
-    kind: tuple[str, Any] = ("model", root)
-    for j, tok in enumerate(tokens):
-        parent = _path_str(tokens[:j]) or "the recipe"
-        here = _path_str(tokens[: j + 1])
-        if kind[0] == "union":
-            kind = _union_member(kind[1], tok)
-        if kind[0] == "model":
-            fields = kind[1].model_fields
-            if isinstance(tok, int):
-                fail(f"'{parent}' is a section, not a list")
-            if tok not in fields:
-                fail(f"unknown key '{here}'{_suggest(tok, fields)} (keys of {parent}: {', '.join(fields)})")
-            kind = _kind(fields[tok].annotation)
-        elif kind[0] == "list":
-            if not isinstance(tok, int):
-                fail(f"'{parent}' is a list; pick an item with {parent}[0]")
-            kind = _kind(kind[1])
-        elif kind[0] == "dict":
-            kind = ("any", None) if kind[1] is Any else _kind(kind[1])
-        elif kind[0] == "scalar":
-            fail(f"'{parent}' is a value ({_type_name(kind[1])}), not a section: write --set {parent}=VALUE")
-
-    # the document: walk (creating missing mappings), then set
-    node: Any = raw
-    for j, tok in enumerate(tokens[:-1]):
-        here = _path_str(tokens[: j + 1])
-        nxt = tokens[j + 1]
-        if isinstance(tok, int):
-            if tok >= len(node):
-                fail(f"'{here}': the list has {len(node)} item(s)")
-            child = node[tok]
-        else:
-            child = node.get(tok)
-            if child is None:
-                if isinstance(nxt, int):
-                    fail(f"'{here}' is empty, so it has no item {nxt}")
-                child = node[tok] = {}
-        if isinstance(nxt, int) and not isinstance(child, list):
-            fail(f"'{here}' is not a list (it is {_described(child)})")
-        if isinstance(nxt, str) and not isinstance(child, dict):
-            fail(f"'{here}' is not a section (it is {_described(child)}): write --set {here}=VALUE")
-        node = child
-    last = tokens[-1]
-    if isinstance(last, int) and last >= len(node):
-        fail(f"'{_path_str(tokens)}': the list has {len(node)} item(s)")
-    node[last] = parsed
-    return tokens
-
-
-# -- validation errors -----------------------------------------------------------------------------------
 
 def _format_error(e: ValidationError, where: str, lines: dict | None = None, overrides: list | None = None,
                   root: type[BaseModel] | None = None) -> str:
-    """One clause per problem: ``FILE[:LINE]: key 'a.b[0].c': what is wrong (what was expected)``."""
-    root = root or Recipe
-    out = []
-    for err in e.errors():
-        raw = tuple(err["loc"])
-        loc = _clean_loc(raw, root)
-        path = _path_str(loc) or "(top level)"
-        kind = err["type"]
-        if kind == "union_tag_invalid":
-            from llmrank.students import STUDENT_KINDS
-
-            loc = loc + ("kind",)
-            path = _path_str(loc)
-            tag = (err.get("ctx") or {}).get("tag", "")
-            msg = f"unknown student kind {tag!r}{_suggest(tag, STUDENT_KINDS)} (one of {', '.join(STUDENT_KINDS)})"
-        elif kind == "extra_forbidden":
-            section = _model_at(raw[:-1], root)
-            fields = list(section.model_fields) if section else []
-            msg = "unknown key" + _suggest(loc[-1], fields)
-            if fields:
-                msg += f" (keys of {_path_str(loc[:-1]) or 'a recipe'}: {', '.join(fields)})"
-        elif kind == "missing":
-            field = None
-            section = _model_at(raw[:-1], root)
-            if section is not None and loc and loc[-1] in section.model_fields:
-                field = section.model_fields[loc[-1]]
-            msg = "required key is missing" + (f": {field.description}" if field and field.description else "")
-        else:
-            msg = err["msg"]
-            if kind == "value_error" and msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
-            if "input" in err and not (kind == "value_error" and isinstance(err["input"], (dict, list))):
-                msg += f" (got {_described(err['input'])})"
-        out.append(f"{_at(loc, where, lines, overrides)}: key '{path}': {msg}")
-    return "; ".join(out)
+    return _loader._format_error(e, where, lines, overrides, root or Recipe)
 
 
-def _at(loc: tuple, where: str, lines: dict | None, overrides: list | None) -> str:
-    """``FILE:LINE`` of a key path, or ``FILE: --set 'a.b=c'`` when an override set it."""
-    at = where
-    src = next((o for o in overrides or [] if tuple(o[0][: len(loc)]) == tuple(loc[: len(o[0])])), None)
-    if src is not None:
-        at += f": --set {src[1]!r}"
-    elif lines:
-        for n in range(len(loc), 0, -1):
-            if tuple(loc[:n]) in lines:
-                at += f":{lines[tuple(loc[:n])]}"
-                break
-    return at
 
 
-REFINE_CONFIGS = {"grpo": "GRPOConfig", "dpo": "DPOConfig"}
 RATIONALE_METHODS = ("rationale",)
 """Teacher methods whose records carry an explanation per document."""
 
 
-def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
-    """What the schema cannot see, checked at load before anything runs: the ``training`` mappings against
-    the library configs (transformers' / trl's, read from source), LoRA settings, the student kind's own
-    checks (loss names), metric names and whether the refine method fits the student."""
+def sync_schema() -> None:
+    """Bring the recipe schema up to the registries: a student kind registered since the schema was built
+    (:func:`llmrank.students.register_student`) gets its ``distill`` section, one removed loses it."""
+    kinds = _student_kinds()
+    if kinds == list(DISTILL_SECTIONS):
+        return
+    from pydantic.fields import FieldInfo
+
+    for k in list(DISTILL_SECTIONS):
+        if k not in kinds:
+            del DISTILL_SECTIONS[k]
+    for k in kinds:
+        if k not in DISTILL_SECTIONS:
+            DISTILL_SECTIONS[k] = _distill_section(k)
+    global DistillSection
+    DistillSection = _distill_union(DISTILL_SECTIONS)
+    Recipe.model_fields["distill"] = FieldInfo.from_annotated_attribute(DistillSection | None, None)  # type: ignore[operator]
+    Recipe.model_rebuild(force=True)
+
+
+def _library_problems(cls, values, where: tuple) -> list[tuple[tuple, str]]:
+    """``values`` (a ``training`` mapping) against the fields of a library config class."""
     from llmrank.configs import check_fields, library_fields
+
+    name = cls if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+    try:
+        schema = library_fields(cls)
+    except LlmrankError as e:
+        return [(where, str(e))]
+    return [(where + (key,) if key else where, msg) for key, msg in check_fields(schema, values, name.split(":")[-1])]
+
+
+def _lora_problems(lora: dict, where: tuple) -> list[tuple[tuple, str]]:
+    from llmrank.students.base import LORA_KEYS
+
+    problems = []
+    for key, value in lora.items():
+        if key not in LORA_KEYS:
+            problems.append((where + (key,), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
+                             f"{', '.join(LORA_KEYS)})"))
+        elif key == "r" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            problems.append((where + (key,), f"expected an integer >= 1 (got {_described(value)})"))
+        elif key == "alpha" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            problems.append((where + (key,), f"expected a number > 0 (got {_described(value)})"))
+        elif key == "dropout" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+            problems.append((where + (key,), f"expected a number in [0, 1) (got {_described(value)})"))
+    return problems
+
+
+def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
+    """What the schema cannot see, checked at load before anything runs, against the registries: the
+    ``training`` mappings against the library configs the student kind and the refine method name (their
+    installed classes), LoRA settings, the student kind's own checks (loss names), the refine method, its
+    options and rewards, metric names."""
     from llmrank.students import get_student
 
     problems: list[tuple[tuple, str]] = []
+    student = None
     if recipe.distill is not None:
         student = get_student(recipe.distill.kind)
-        schema = library_fields(student.base_config)
-        if schema:
-            for key, msg in check_fields(schema, recipe.distill.training, student.base_config):
-                problems.append((("distill", "training", key) if key else ("distill", "training"), msg))
-        for key, value in recipe.distill.lora.items():
-            from llmrank.students.base import LORA_KEYS
-
-            if key not in LORA_KEYS:
-                problems.append((("distill", "lora", key), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
-                                 f"{', '.join(LORA_KEYS)})"))
-            elif key == "r" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                problems.append((("distill", "lora", key), f"expected an integer >= 1 (got {_described(value)})"))
-            elif key == "alpha" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-                problems.append((("distill", "lora", key), f"expected a number > 0 (got {_described(value)})"))
-            elif key == "dropout" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
-                problems.append((("distill", "lora", key), f"expected a number in [0, 1) (got {_described(value)})"))
+        problems += _library_problems(student.base_config, recipe.distill.training, ("distill", "training"))
+        problems += _lora_problems(recipe.distill.lora, ("distill", "lora"))
         for key, msg in student.check_section(recipe.distill):
-            problems.append((("distill", key), msg))
+            problems.append((("distill", *key.split(".")), msg))
         if student.needs_rationales and recipe.teacher.method not in RATIONALE_METHODS:
             problems.append((("teacher", "method"), f"a {student.kind} student learns from the teacher's explanations: "
                              f"use a teacher that writes them ({', '.join(RATIONALE_METHODS)}), not "
                              f"'{recipe.teacher.method}'"))
+    if "passages" in recipe.teacher.options:  # whole documents as windows: checked before any model loads
+        from llmrank.rerankers import PASSAGE_METHODS
+        from llmrank.rerankers.passages import check_passage_options
+
+        if recipe.teacher.method not in PASSAGE_METHODS:
+            problems.append((("teacher", "options", "passages"), f"method '{recipe.teacher.method}' does not score "
+                             f"documents one by one (passages fit {', '.join(PASSAGE_METHODS)})"))
+        for key, msg in check_passage_options(recipe.teacher.options["passages"]):
+            problems.append((("teacher", "options", "passages") + ((key,) if key else ()), msg))
+    problems += _teacher_problems(recipe.teacher, ("teacher",))
     if recipe.refine is not None:
-        method = recipe.refine.method
-        if recipe.distill is None:
-            problems.append((("refine",), "refinement needs a student: add a 'distill' section"))
-        else:
-            student = get_student(recipe.distill.kind)
-            if method not in student.refine_methods:
-                problems.append((("refine", "method"), f"'{method}' does not fit a {student.kind} student "
-                                 f"({student.description}); it fits: {', '.join(student.refine_methods) or 'none'}"))
-        schema = library_fields(REFINE_CONFIGS[method])
-        if schema:
-            for key, msg in check_fields(schema, recipe.refine.training, REFINE_CONFIGS[method]):
-                problems.append((("refine", "training", key) if key else ("refine", "training"), msg))
-        problems += _refine_problems(recipe.refine, recipe.distill.kind if recipe.distill is not None else None)
+        problems += _refine_problems(recipe.refine, student)
+    if recipe.export is not None:
+        from llmrank.checks import DTYPE_NAMES
+
+        if recipe.export.dtype not in DTYPE_NAMES:
+            problems.append((("export", "dtype"), f"unknown dtype {recipe.export.dtype!r}"
+                             f"{_suggest(recipe.export.dtype, DTYPE_NAMES)} (one of {', '.join(DTYPE_NAMES)})"))
+    if recipe.eval is not None:
+        problems += _eval_problems(recipe.eval)
     if recipe.eval is not None:
         from llmrank.eval.metrics import check_metric
 
@@ -624,37 +402,96 @@ def recipe_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
     return problems
 
 
-REFINE_OPTIONS = {("grpo", "reasoning"): ("per_query", "queries", "top_m", "balance"),
-                  ("dpo", "pointwise"): ("pairs_per_query", "top_m", "queries", "anchors"),
-                  ("dpo", "reasoning"): ("samples", "temperature", "max_new_tokens", "per_query", "top_m", "queries")}
-"""The ``refine.options`` each (method, student kind) takes (llmrank.training.grpo / .dpo)."""
+EVAL_ROWS = ("first_stage", "teacher", "student_before", "student", "student_refined")
+"""The rows an eval table may name in ``eval.baselines``."""
 
 
-def _refine_problems(refine: RefineSection, kind: str | None) -> list[tuple[tuple, str]]:
-    """The refine section's own keys: each reward exists and takes its options (GRPO only), the weights
-    come from ``rewards`` rather than ``training.reward_weights``, the options fit the method and student,
-    and the LoRA keys."""
-    from llmrank.students.base import LORA_KEYS
-    from llmrank.training.rewards import build_reward
-
+def _eval_problems(ev: EvalSection) -> list[tuple[tuple, str]]:
     problems: list[tuple[tuple, str]] = []
-    if refine.rewards and refine.method != "grpo":
-        problems.append((("refine", "rewards"), "rewards are for method 'grpo'; DPO learns from preference pairs "
-                         "(see refine.options)"))
-    for i, spec in enumerate(refine.rewards):
+    for i, row in enumerate(ev.baselines):
+        if row not in EVAL_ROWS:
+            problems.append((("eval", "baselines", i), f"unknown eval row {row!r}{_suggest(row, EVAL_ROWS)} "
+                             f"(one of {', '.join(EVAL_ROWS)})"))
+    if not ev.datasets and not ev.suite:
+        problems.append((("eval",), "an eval section evaluates on datasets: give 'datasets' or a 'suite' (without "
+                         "them its other keys would be ignored)"))
+    return problems
+
+
+def _teacher_problems(t: TeacherConfig, where: tuple) -> list[tuple[tuple, str]]:
+    """A teacher section against the ranking methods' registry: the method exists; its options are the
+    method's (checked against its class); a given prompt loads and is written for the method; the backend
+    exists; fusion members are teachers themselves; keys of another method are errors. (Whether its model can
+    be loaded is checked before the stages run, :func:`check_models`: a GPU recipe still loads offline.)"""
+    from llmrank.rerankers import RERANKERS, TEACHER_METHODS, method_options
+
+    methods = [*RERANKERS, *TEACHER_METHODS]
+    if t.method not in methods:
+        return [(where + ("method",), f"unknown teacher method {t.method!r}{_suggest(t.method, methods)} "
+                 f"(one of {', '.join(methods)})")]
+    problems: list[tuple[tuple, str]] = []
+    given = t.model_fields_set
+    if t.method == "fusion":
+        if not t.members:
+            problems.append((where + ("members",), "method 'fusion' fuses the rankings of its 'members' (a list of "
+                             "teacher sections); give at least one"))
+        for i, m in enumerate(t.members):
+            problems += _teacher_problems(m, where + ("members", i))
+        return problems
+    for key in ("members", "fusion", "include_first_stage"):
+        if key in given:
+            problems.append((where + (key,), f"'{key}' is for method 'fusion'; method '{t.method}' does not use it"))
+    if t.method == "oracle":
+        return problems
+    from llmrank.config.options import check_options
+
+    own = {k: v for k, v in t.options.items() if k != "passages"}  # passages wrap any method: checked above
+    if own:
         try:
-            build_reward(spec.name, "reward", **spec.options)
+            specs, open_ = method_options(t.method)
+            problems += [(where + ("options", *k), m) for k, m in check_options(specs, own, f"method '{t.method}'", open_)]
+        except (ImportError, LlmrankError) as e:
+            problems.append((where + ("method",), f"method '{t.method}' cannot be loaded: {e}"))
+    if t.prompt is not None and RERANKERS[t.method][1] is not None:
+        from llmrank.prompts import load_prompt
+
+        try:
+            load_prompt(t.prompt, method=t.method)
         except LlmrankError as e:
-            problems.append((("refine", "rewards", i), str(e).removeprefix("reward: ")))
-    allowed = REFINE_OPTIONS.get((refine.method, kind))
-    for key in refine.options if allowed is not None else ():
-        if key not in allowed:
-            problems.append((("refine", "options", key), f"not an option of {refine.method} for a {kind} student"
-                             f"{_suggest(key, allowed)} (options: {', '.join(allowed)})"))
-    if "reward_weights" in refine.training:
-        problems.append((("refine", "training", "reward_weights"), "set by llmrank from each reward's 'weight' in "
-                         "refine.rewards; remove it"))
+            problems.append((where + ("prompt",), str(e)))
+    backend = t.backend
+    if not backend.startswith(("http://", "https://")):
+        from llmrank.backends import BACKENDS
+
+        if backend not in BACKENDS:
+            problems.append((where + ("backend",), f"unknown backend {backend!r}{_suggest(backend, BACKENDS)} (one of "
+                             f"{', '.join(BACKENDS)}, or an http:// URL)"))
+    return problems
+
+
+def _refine_problems(refine: RefineSection, student) -> list[tuple[tuple, str]]:
+    """The refine section against the refiner registry: the method exists and fits the student kind, its
+    ``training`` fields, its options (declared per student kind), its own checks (GRPO: rewards) and LoRA."""
+    from llmrank.training.refiners import REFINERS, fitting_methods, get_refiner
+
+    if refine.method not in REFINERS:
+        return [(("refine", "method"), f"unknown refine method {refine.method!r}{_suggest(refine.method, REFINERS)} "
+                 f"(one of {', '.join(REFINERS)})")]
+    refiner = get_refiner(refine.method)
+    problems: list[tuple[tuple, str]] = []
+    if student is None:
+        problems.append((("refine",), "refinement needs a student: add a 'distill' section"))
+    elif not refiner.fits(student):
+        problems.append((("refine", "method"), f"'{refine.method}' does not fit a {student.kind} student "
+                         f"({student.description}){refiner.unfit_reason(student)}; it fits: "
+                         f"{', '.join(fitting_methods(student)) or 'none'}"))
+    else:
+        problems += [(("refine", "options", *key), msg) for key, msg in refiner.check_options(student, refine.options)]
+    problems += _library_problems(refiner.trainer_config, refine.training, ("refine", "training"))
+    problems += refiner.check_section(refine)
     for key in refine.lora:
+        from llmrank.students.base import LORA_KEYS
+
         if key not in LORA_KEYS:
             problems.append((("refine", "lora", key), f"unknown LoRA key{_suggest(key, LORA_KEYS)} (expected "
                              f"{', '.join(LORA_KEYS)})"))
@@ -666,30 +503,76 @@ def check_inputs(recipe: Recipe, where: str = "recipe") -> None:
     entries: list[tuple[str, str]] = [("data.dataset", recipe.data.dataset)]
     if recipe.eval is not None:
         entries += [(f"eval.datasets[{i}].dataset", d.dataset) for i, d in enumerate(recipe.eval.datasets)]
+        entries += [(f"eval.students.{row}", p) for row, p in recipe.eval.students.items()]
+    if recipe.teacher.method == "student":
+        entries.append(("teacher.model", recipe.teacher.model))
     for key, p in entries:
         if not p.startswith("hf://") and not Path(p).exists():
             raise LlmrankError(f"{where}: key '{key}': dataset path {p} does not exist")
+    spec = recipe.data.first_stage
+    named = spec in ("bm25", "bm25+dense", "hybrid", "dense") or spec.startswith("dense:")
+    if not named and not Path(spec).expanduser().exists():
+        raise LlmrankError(f"{where}: key 'data.first_stage': {spec!r} is not 'bm25', 'bm25+dense', 'dense' or "
+                           f"'dense:<model>', and no run file or bi-encoder folder is at that path")
 
 
-def _read_yaml(path: Path, what: str):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise LlmrankError(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        raw = _yaml_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark else ""
-        col = f", column {mark.column + 1}" if mark else ""
-        raise LlmrankError(f"{path}{at}: malformed YAML (line {mark.line + 1 if mark else '?'}{col}: "
-                           f"{getattr(e, 'problem', None) or e})") from None
-    return raw, text
+def recipe_models(recipe: Recipe) -> list[tuple[str, str, str]]:
+    """``(key, model, backend)`` of every model the recipe loads in this process, teacher first: the teacher
+    (and fusion members) on the ``hf``/``vllm`` backends, and the student's base model. A teacher behind an
+    OpenAI-compatible server and the ``dense`` / ``oracle`` teachers load no LLM here."""
+    from llmrank.rerankers import needs_backend
+
+    out: list[tuple[str, str, str]] = []
+
+    def teacher(t: TeacherConfig, key: str) -> None:
+        if t.method == "fusion":
+            for i, m in enumerate(t.members):
+                teacher(m, f"{key}.members[{i}]")
+        elif t.method in ("oracle",) or not needs_backend(t.method):
+            return
+        elif t.backend in ("hf", "vllm"):
+            out.append((f"{key}.model", t.model, t.backend))
+
+    teacher(recipe.teacher, "teacher")
+    if recipe.distill is not None:
+        out.append(("distill.model", recipe.distill.model, "hf"))
+    if recipe.generate is not None and recipe.generate.backend in ("hf", "vllm"):  # the query generator
+        out.append(("generate.model", recipe.generate.model, recipe.generate.backend))
+    return out
+
+
+def check_models(recipe: Recipe, where: str = "recipe") -> None:
+    """Before any stage runs: every model the recipe loads resolves (an alias, a local folder, the local hub
+    cache, or a hub id the hub answers for within seconds: :func:`llmrank.models.check_model`), and vLLM is
+    importable where the recipe asks for it. The error is one line naming the key that holds the model."""
+    import importlib.util
+
+    from llmrank.models import check_model
+
+    vllm = importlib.util.find_spec("vllm") is not None
+    for key, name, backend in recipe_models(recipe):
+        if backend == "vllm" and not vllm:
+            raise LlmrankError(f"{where}: key '{key.rsplit('.', 1)[0]}.backend': 'vllm' needs vLLM, which is not "
+                               "installed for this python (pip install 'llmrank[vllm]' on a GPU machine; on a CPU "
+                               "`make vllm` and .venv-vllm/bin/llmrank run …; or backend: hf)")
+        check = check_model
+        if key == "distill.model":  # a kind whose base is not an LLM (a bi-encoder) checks its own
+            from llmrank.students import get_student
+
+            check = getattr(get_student(recipe.distill.kind), "check_model", None) or check_model
+        try:
+            check(name)
+        except LlmrankError as e:
+            raise LlmrankError(f"{where}: key '{key}': {e}") from None
+    if recipe.refine is not None and recipe.refine.training.get("use_vllm") and not vllm:
+        raise LlmrankError(f"{where}: key 'refine.training.use_vllm': true needs vLLM installed (pip install "
+                           "'llmrank[vllm]' on a CUDA machine); set it to false to generate with transformers")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, interpolate, override and validate a recipe; every problem names the file and the key."""
     path = Path(path)
+    sync_schema()  # kinds registered since the schema was built
     if not path.is_file():
         raise LlmrankError(f"{path}: recipe file not found")
     raw, text = _read_yaml(path, "the recipe")
@@ -714,22 +597,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     _resolve_paths(recipe, base)
     if recipe.eval is not None:
         if recipe.eval.suite:
-            suite_path, variant = _suite_location(recipe.eval.suite, base, f"{path}: key 'eval.suite'")
+            suite_path, variant = suite_location(recipe.eval.suite, base, f"{path}: key 'eval.suite'")
             recipe.eval.suite = str(suite_path) + (f":{variant}" if variant else "")
         eval_entries(recipe.eval, where=str(path))  # the suite loads and every label is unique
     return recipe
-
-
-def _fix_path(p: str, bases: list[Path]) -> str:
-    """A relative path as it is when it exists from the working directory, else from the first base
-    folder where it exists, else unchanged."""
-    if p.startswith(("hf://", "/")) or Path(p).exists():
-        return p
-    for base in bases:
-        cand = base / p
-        if cand.exists():
-            return str(cand)
-    return p
 
 
 def _resolve_paths(recipe: Recipe, base: Path) -> None:
@@ -739,77 +610,4 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
     if recipe.eval:
         for d in recipe.eval.datasets:
             d.dataset = _fix_path(d.dataset, [base])
-
-
-# -- eval suites -----------------------------------------------------------------------------------------
-
-class EvalSuite(Section):
-    """An eval suite file (``eval/*.yaml``): a ``datasets`` list of eval entries, and optionally other named
-    lists under ``variants`` (``suite: bright:reasoning`` picks ``variants.reasoning``)."""
-
-    description: str | None = Field(None, description="what the suite is")
-    datasets: list[EvalDataset] = Field(description="the suite's eval datasets")
-    variants: dict[str, list[EvalDataset]] = Field(default_factory=dict,
-                                                   description="other named dataset lists (suite: NAME:VARIANT)")
-
-
-def _suite_location(suite: str, base: Path | None = None, where: str = "eval suite") -> tuple[Path, str | None]:
-    """``name``, ``name:variant``, ``path.yaml`` or ``path.yaml:variant`` -> (existing file, variant)."""
-    ref, variant = suite, None
-    head, sep, tail = suite.rpartition(":")
-    if sep and re.fullmatch(r"[A-Za-z0-9_\-]+", tail) and head:
-        ref, variant = head, tail
-    if not Path(ref).suffix:
-        cands = [SUITES_DIR / f"{ref}.yaml"]
-    else:
-        p = Path(ref)
-        cands = [p] if p.is_absolute() else [p, *( [base / p] if base else []), SUITES_DIR / p.name]
-    for c in cands:
-        if c.is_file():
-            return c.resolve(), variant
-    names = sorted(f.stem for f in SUITES_DIR.glob("*.yaml")) if SUITES_DIR.is_dir() else []
-    raise LlmrankError(f"{where}: eval suite '{suite}' not found (looked for {', '.join(str(c) for c in cands)}"
-                       + (f"; suites in {SUITES_DIR}: {', '.join(names)}" if names else "") + ")")
-
-
-def load_suite(suite: str, base: Path | None = None) -> tuple[Path, list[EvalDataset]]:
-    """The datasets of an eval suite (``eval/<name>.yaml``, a path, either with ``:variant``), validated
-    like a recipe's ``eval.datasets``: a bad entry names the suite file, its line and the key."""
-    path, variant = _suite_location(suite, base)
-    raw, text = _read_yaml(path, "the eval suite")
-    if not isinstance(raw, dict):
-        got = "the file is empty" if raw is None else f"got {_described(raw)}"
-        raise LlmrankError(f"{path}: an eval suite is a mapping with a 'datasets' list ({got})")
-    raw = _interpolate(raw, (), str(path), EvalSuite)
-    try:
-        parsed = EvalSuite.model_validate(raw)
-    except ValidationError as e:
-        raise LlmrankError(_format_error(e, str(path), _line_map(text), root=EvalSuite)) from None
-    if variant is None:
-        entries = parsed.datasets
-    elif variant in parsed.variants:
-        entries = parsed.variants[variant]
-    else:
-        raise LlmrankError(f"{path}: eval suite has no variant '{variant}'"
-                           f" (variants: {', '.join(parsed.variants) or 'none'})")
-    # a shipped suite's relative paths (../shared/data) are read from the repository root of a checkout
-    bases = [path.parent, Path(__file__).resolve().parents[1]] if path.parent == SUITES_DIR else [path.parent]
-    for d in entries:
-        d.dataset = _fix_path(d.dataset, bases)
-    return path, entries
-
-
-def eval_entries(ev: EvalSection, where: str = "eval") -> list[EvalDataset]:
-    """The eval section's datasets followed by its suite's, each with a unique label (its report name)."""
-    entries = list(ev.datasets)
-    if ev.suite:
-        entries += load_suite(ev.suite)[1]
-    seen: dict[str, EvalDataset] = {}
-    for d in entries:
-        label = d.label()
-        if label in seen:
-            raise LlmrankError(f"{where}: key 'eval.datasets': two eval datasets are both named '{label}' "
-                               f"({seen[label].dataset} split {seen[label].split} and {d.dataset} split {d.split}); "
-                               "give each a distinct 'name'")
-        seen[label] = d
-    return entries
+        recipe.eval.students = {row: _fix_path(p, [base]) for row, p in recipe.eval.students.items()}

@@ -18,6 +18,7 @@ checkpoints of another configuration are discarded rather than resumed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -29,11 +30,12 @@ from llmrank.data.io import atomic_write_text
 from llmrank.data.types import Candidates, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.recipe import Recipe
+from llmrank.stages import distill, first_stage, teach
 
 log = logging.getLogger(__name__)
-STAGES = ("teach", "distill", "refine", "eval", "export")
+STAGES = ("generate", "teach", "distill", "refine", "eval", "export")
 # which recipe sections each stage's output depends on
-DEPENDS = {"teach": ("data", "teacher"), "distill": ("data", "teacher", "distill"),
+DEPENDS = {"generate": ("data", "generate"), "teach": ("data", "teacher"), "distill": ("data", "teacher", "distill"),
            "refine": ("data", "teacher", "distill", "refine"), "eval": ("data", "teacher", "distill", "refine", "eval"),
            "export": ("data", "teacher", "distill", "refine", "export")}
 
@@ -61,8 +63,10 @@ def versions() -> dict:
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, out_dir: str | Path = "runs", progress: bool | None = None):
+    def __init__(self, recipe: Recipe, out_dir: str | Path = "runs", progress: bool | None = None,
+                 where: str = "recipe"):
         self.recipe = recipe
+        self.where = where  # the recipe file, named by errors found before the stages run
         self.root = Path(out_dir) / recipe.name
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._train: RankingData | None = None
@@ -72,7 +76,10 @@ class Runner:
         return self.root / stage
 
     def manifest_hash(self, stage: str) -> str:
-        return self.recipe.section_hash(*DEPENDS[stage])
+        names = DEPENDS[stage]
+        if self.recipe.generate is not None and "generate" not in names:  # generated queries feed every stage
+            names = ("generate", *names)
+        return self.recipe.section_hash(*names)
 
     def is_done(self, stage: str) -> bool:
         """The manifest matches the recipe, and every file it lists is there with its recorded size."""
@@ -102,17 +109,38 @@ class Runner:
 
     def enabled(self, stage: str) -> bool:
         r = self.recipe
-        return {"teach": True, "distill": r.distill is not None, "refine": r.refine is not None,
+        return {"generate": r.generate is not None, "teach": True, "distill": r.distill is not None, "refine": r.refine is not None,
                 "eval": r.eval is not None, "export": r.export is not None and r.export.enabled and r.distill is not None}[stage]
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, only: str | None = None) -> dict:
         if only is not None and only not in STAGES:
             raise LlmrankError(f"unknown stage '{only}' (one of {', '.join(STAGES)})")
-        from llmrank.recipe import check_inputs
+        from llmrank.recipe import check_inputs, check_models
 
-        check_inputs(self.recipe)  # a missing dataset is named before any stage runs
-        self.root.mkdir(parents=True, exist_ok=True)
+        check_inputs(self.recipe, self.where)  # a missing dataset is named before any stage runs
+        from llmrank.outputs import begin_dir, check_output, record_dir
+
+        # before any stage: the run folder is writable and holds nothing llmrank did not write; one run at a time
+        check_output(self.root, "recipe-run", can_overwrite=False)
+        check_models(self.recipe, self.where)  # so is a model that cannot be loaded, and a missing vLLM
+        main = _state().is_main_process
+        # the lock file lies beside the run folder, so a run that finds every stage done changes nothing in it
+        lock = run_lock(self.root, f"llmrank run {self.recipe.name}") if main else contextlib.nullcontext()
+        with _agreed(lock):
+            begun = []
+
+            def claim() -> None:  # marks the folder as being written, once, just before the first stage runs
+                if main and not begun:
+                    begin_dir(self.root, "recipe-run")
+                    begun.append(True)
+
+            ran = self._run_stages(only, claim)
+            if main and self.root.is_dir():  # (no folder: no stage ran, nothing written)
+                record_dir(self.root, "recipe-run")  # rewritten only when what is recorded changed
+        return ran
+
+    def _run_stages(self, only: str | None, claim=lambda: None) -> dict:
         ran = {}
         for stage in STAGES:
             if only is not None and stage != only:
@@ -126,6 +154,7 @@ class Runner:
                 print(f"[{stage}] up to date ({self.stage_dir(stage)})", file=sys.stderr)
                 ran[stage] = "skipped"
                 continue
+            claim()
             print(f"[{stage}] running …", file=sys.stderr)
             t0 = time.perf_counter()
             info = getattr(self, f"stage_{stage}")() or {}
@@ -143,70 +172,75 @@ class Runner:
         d = self.recipe.data
         if self._train is None:
             with _state().main_process_first():  # the main process builds (and caches) the BM25 index first
-                data = load_dataset(d.dataset, d.train_split).first_queries(d.queries)
-                data.candidates = self._first_stage(data, d.first_stage, d.k)
+                if self.recipe.generate is not None:  # the corpus alone: the generate stage's kept queries
+                    data = self._generated_data().first_queries(d.queries)
+                else:
+                    data = load_dataset(d.dataset, d.train_split).first_queries(d.queries)
+                data.candidates = first_stage(data, d.first_stage, d.k)
             self._train = data
         return self._train, self._train.candidates.top(d.k)
 
-    def _first_stage(self, data: RankingData, spec: str, k: int) -> Candidates:
-        from llmrank.data.bm25 import ensure_candidates, retrieve
+    def _generated_data(self) -> RankingData:
+        from llmrank.synth.queries import generated_data
+        from llmrank.synth.records import read_records
 
-        if spec == "bm25":
-            return ensure_candidates(data, k).subset(data.queries).top(k)
-        if spec == "bm25+dense":
-            from llmrank.rerankers.dense import dense_retrieve, merge_candidates
-
-            return merge_candidates([retrieve(data, k), dense_retrieve(data, k)], k).subset(data.queries)
-        from llmrank.data import read_run
-
-        return read_run(spec).subset(data.queries).top(k)
+        kept = self.stage_dir("generate") / "kept.jsonl"
+        if not kept.is_file():
+            raise LlmrankError(f"{kept} not found: run the generate stage first")
+        corpus = _load_corpus(self.recipe.data.dataset)
+        return generated_data(corpus, read_records(kept, ("key", "qid", "doc_id", "query")), "generated",
+                              str(kept))
 
     # -- stages --------------------------------------------------------------------------------------
+    def stage_generate(self) -> dict:
+        """Queries written for documents sampled from the corpus, filtered (llmrank.synth.queries): the raw
+        records in ``generate/queries.jsonl`` (append-only: a rerun resumes), the kept ones in ``kept.jsonl``,
+        the counts in ``stats.json`` and ``stats.md``."""
+        from llmrank.synth.queries import QueryGenSettings, run_generation, stats_table
+
+        g = self.recipe.generate
+        out = self.stage_dir("generate")
+        settings = QueryGenSettings(model=g.model, backend=g.backend, backend_options=dict(g.backend_options),
+                                    prompt=g.prompt, docs=g.docs, seed=self.recipe.seed,
+                                    max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                    max_doc_tokens=g.max_doc_tokens, keep_likelihood=g.keep_likelihood,
+                                    round_trip_k=g.round_trip_k)
+        state = _state()
+        if state.is_main_process:
+            kept, stats = run_generation(_load_corpus(self.recipe.data.dataset), out / "queries.jsonl", settings,
+                                         progress=self.progress)
+            if not kept:
+                raise LlmrankError(f"generate: no query survived the filters ({stats_table(stats)})")
+            atomic_write_text(out / "kept.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+            atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
+            table = stats_table(stats)
+            atomic_write_text(out / "stats.md", table + "\n")
+            print(table, file=sys.stderr)
+        state.wait_for_everyone()
+        stats = json.loads((out / "stats.json").read_text())
+        self._train = None
+        return {"inputs": {"dataset": self.recipe.data.dataset}, "generation": {k: stats[k] for k in (
+            "documents_sampled", "queries_written", "kept", "likelihood", "round_trip", "source_rank")}}
+
     def teacher_path(self) -> Path:
         return self.stage_dir("teach") / "teacher.jsonl"
 
     def stage_teach(self) -> dict:
         from llmrank.eval.metrics import evaluate
         from llmrank.rerankers import build_teacher
-        from llmrank.teacher import (
-            read_teacher_run,
-            run_teacher,
-            teacher_candidates,
-            write_teacher_run,
-        )
+        from llmrank.teacher import read_teacher_run, teacher_candidates
 
         data, cands = self.train_data()
         k = self.recipe.data.k
         teacher = build_teacher(self.recipe.teacher, data.qrels)
-        state = _state()
         path = self.teacher_path()
-        keys = _teacher_keys(teacher, data, cands, k)
-        if state.is_main_process:  # records of another configuration (a changed recipe) would conflict
-            _keep_records(path, set(keys.values()))
-        state.wait_for_everyone()
         # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
-        if state.num_processes == 1:
-            stats = run_teacher(teacher, data, cands, k, path, progress=self.progress)
-        else:  # each process teaches every n-th query still to do into its own part; the main process joins them
-            done = set(read_teacher_run(path)) if path.is_file() else set()
-            qids = cands.qids()
-            todo = [q for q in qids if q not in done]
-            part = path.with_name(f"teacher.part{state.process_index}.jsonl")
-            _keep_records(part, set(keys.values()))
-            mine = cands.subset(todo[state.process_index::state.num_processes])
-            stats = run_teacher(teacher, data, mine, k, part, progress=self.progress and state.is_main_process)
-            state.wait_for_everyone()
-            if state.is_main_process:
-                records = read_teacher_run(path) if path.is_file() else {}
-                parts = [path.with_name(f"teacher.part{i}.jsonl") for i in range(state.num_processes)]
-                for f in parts:
-                    records.update(read_teacher_run(f))
-                write_teacher_run([records[q] for q in qids if q in records], path)
-                for f in parts:
-                    f.unlink(missing_ok=True)
-            state.wait_for_everyone()
+        stats = teach(teacher, data, cands, k, path, progress=self.progress, replace_others=True)
+        from llmrank.rerankers import release
+
+        release(teacher)  # the teacher's engine leaves the GPU to the student that trains next
         info = {"queries": len(cands), "cost_per_query": stats.get("cost_per_query", {}),
-                "processes": state.num_processes}
+                "processes": stats["processes"], "config": self.recipe.teacher.model_dump()}
         if data.qrels:
             run = teacher_candidates(read_teacher_run(path))
             metrics = ["ndcg@10", f"recall@{k}"]
@@ -224,27 +258,20 @@ class Runner:
         return get_student(self.recipe.distill.kind)
 
     def stage_distill(self) -> dict:
-        from transformers import set_seed
-
         from llmrank.teacher import read_teacher_run
 
         student = self.student()
         data, _ = self.train_data()
         teacher = read_teacher_run(self.teacher_path())
         out = self.stage_dir("distill")
-        cfg = student.make_config(self.recipe.distill, out, seed=self.recipe.seed)
-        examples = student.build_examples(data, teacher, cfg, seed=self.recipe.seed)
         state = _state()
         if state.is_main_process:
             _stale_checkpoints(out, self.manifest_hash("distill"))
         state.wait_for_everyone()
         last = _last_checkpoint(out)
-        # the LoRA weights are initialised before the Trainer seeds anything: seed here, so the same recipe
-        # trains the same student whatever ran before in this process (a teach stage, or nothing)
-        set_seed(self.recipe.seed)
-        student.train(cfg, examples, resume=str(last) if last else None)
-        return {"inputs": {"teacher": str(self.teacher_path()), "examples": len(examples)},
-                "student": {"kind": student.kind, "examples": len(examples)}}
+        n = distill(student, self.recipe.distill, data, teacher, out, self.recipe.seed, resume=str(last) if last else None)
+        return {"inputs": {"teacher": str(self.teacher_path()), "examples": n},
+                "student": {"kind": student.kind, "examples": n}}
 
     def student_dir(self) -> Path:
         """The distilled student (merged weights)."""
@@ -261,65 +288,56 @@ class Runner:
         return self.stage_dir("refine") / "merged"
 
     def stage_refine(self) -> dict:
-        """GRPO or DPO on the distilled student (llmrank.training.grpo / .dpo) into ``refine/``: a new LoRA
-        over the merged distilled student, saved as ``adapter/`` + ``merged/`` like a distilled one."""
+        """The recipe's refine method (:mod:`llmrank.training.refiners`: GRPO, DPO, or one registered from
+        outside) on the distilled student into ``refine/``: a new LoRA over the merged distilled student, saved
+        as ``adapter/`` + ``merged/`` like a distilled one. The kind-specific rows come from the student kind."""
         from transformers import set_seed
 
+        from llmrank.students import get_student
         from llmrank.teacher import read_teacher_run
-        from llmrank.training.refine_config import make_trainer_config
-        from llmrank.training.refined import check_method, student_meta
+        from llmrank.training.refined import student_meta
+        from llmrank.training.refiners import check_fits
 
         r, s = self.recipe.refine, self.recipe.distill
         if s is None:
             raise LlmrankError("key 'refine': a refine stage refines the distilled student; add a 'distill' section")
-        if r.method == "grpo":
-            from llmrank.training.grpo import check_use_vllm
-
-            check_use_vllm(bool(r.training.get("use_vllm")))
-        folder, meta = student_meta(self.stage_dir("distill"))
-        check_method(r.method, meta.get("kind", "pointwise"), "refine.method")
+        _, meta = student_meta(self.stage_dir("distill"))
+        student = get_student(meta.get("kind", "pointwise"))
+        refiner = check_fits(r.method, student, "refine.method")
         data, _ = self.train_data()
         teacher = read_teacher_run(self.teacher_path())
         out = self.stage_dir("refine")
-        targs = {"per_device_train_batch_size": 1, "max_steps": 50, "logging_steps": 5, "save_steps": 25,
-                 "save_total_limit": 1, "report_to": [], "seed": self.recipe.seed, "use_cpu": not _cuda(),
-                 "bf16": _cuda(), "gradient_checkpointing": False, **r.training, "output_dir": str(out)}
-        if r.method == "grpo":  # one step's generations on a device: whole groups of num_generations
-            targs = {"num_generations": 4, "max_completion_length": 128, **targs}
-            if "per_device_train_batch_size" not in r.training:
-                targs["per_device_train_batch_size"] = targs["num_generations"]
-        args = make_trainer_config(r.method, targs)
+        args = refiner.make_args(refiner.training_args(r, out, self.recipe.seed, _cuda()))
         state = _state()
         if state.is_main_process:
             _stale_checkpoints(out, self.manifest_hash("refine"))
         state.wait_for_everyone()
         last = _last_checkpoint(out)
         resume = str(last) if last else None
-        opts = dict(r.options)
-        if r.method == "grpo":
-            from transformers import AutoTokenizer
+        student_dir = self.stage_dir("distill")
 
-            from llmrank.training.grpo import build_grpo_prompts, train_grpo
-
-            rows = build_grpo_prompts(data, teacher, meta, AutoTokenizer.from_pretrained(folder), seed=self.recipe.seed, **opts)
-            set_seed(self.recipe.seed)  # before the new LoRA is initialised (as for distill)
-            train_grpo(self.stage_dir("distill"), rows, args, [x.model_dump() for x in r.rewards], r.lora, s.dtype,
-                       resume=resume)
-            return {"inputs": {"student": str(self.student_dir()), "prompts": len(rows)}}
-        from llmrank.training.dpo import build_dpo_rows, train_dpo
-
-        pairs = out / "pairs.json"  # built once, by the main process (it scores or samples with the student)
-        if state.is_main_process and not _fresh(pairs, self.manifest_hash("refine")):
+        def build():
             set_seed(self.recipe.seed)
-            rows, stats = build_dpo_rows(self.stage_dir("distill"), data, teacher, out, opts, s.dtype,
-                                         self.recipe.seed, self.progress)
-            atomic_write_text(pairs, json.dumps({"config_hash": self.manifest_hash("refine"), "stats": stats, "rows": rows}))
-        state.wait_for_everyone()
-        saved = json.loads(pairs.read_text())
-        set_seed(self.recipe.seed)
-        train_dpo(self.stage_dir("distill"), saved["rows"], args, r.lora, s.dtype, resume=resume,
-                  info={"pair_stats": saved["stats"]})
-        return {"inputs": {"student": str(self.student_dir()), "pairs": len(saved["rows"])}, "pairs": saved["stats"]}
+            return refiner.build_rows(student, student_dir, data, teacher, dict(r.options), out=out, dtype=s.dtype,
+                                      seed=self.recipe.seed, progress=self.progress)
+
+        if refiner.rows_file is None:
+            rows, stats = build()
+        else:  # costly rows (they need the student) are built once, by the main process, and kept
+            saved_rows = out / refiner.rows_file
+            if state.is_main_process and not _fresh(saved_rows, self.manifest_hash("refine")):
+                rows, stats = build()
+                if not rows:
+                    raise LlmrankError(f"refine ({r.method}): no {refiner.rows_name} to train on ({stats})")
+                atomic_write_text(saved_rows, json.dumps({"config_hash": self.manifest_hash("refine"), "stats": stats,
+                                                          "rows": rows}))
+            state.wait_for_everyone()
+            saved = json.loads(saved_rows.read_text())
+            rows, stats = saved["rows"], saved["stats"]
+        set_seed(self.recipe.seed)  # before the new LoRA is initialised (as for distill)
+        refiner.train(student, student_dir, rows, args, r, s.dtype, resume=resume, stats=stats)
+        return {"inputs": {"student": str(self.student_dir()), refiner.rows_name: len(rows)},
+                **refiner.manifest(rows, stats)}
 
     def stage_eval(self) -> dict:
         from llmrank.eval.run_eval import evaluate_recipe
@@ -329,13 +347,71 @@ class Runner:
             students["student"] = (self.student_dir(), self.manifest_hash("distill"))
         if self.recipe.refine is not None:
             students["student_refined"] = (self.refined_dir(), self.manifest_hash("refine"))
+        for row, folder in self.recipe.eval.students.items():  # saved students of other runs, side by side
+            students[row] = (Path(folder), _folder_stamp(folder, f"eval.students.{row}"))
         return evaluate_recipe(self.recipe, self.stage_dir("eval"), students, progress=self.progress)
 
     def stage_export(self) -> dict:
         from llmrank.serve.export import export_student
 
-        info = export_student(self.newest_student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype)
+        # the stage folder is the run's own (claimed with the run folder): an export there is replaced
+        info = export_student(self.newest_student_dir(), self.stage_dir("export") / "model", dtype=self.recipe.export.dtype,
+                              overwrite=True)
         return {"export": info}
+
+
+def _load_corpus(dataset: str):
+    """The documents of a dataset, read without its queries or judgements (a BEIR folder's corpus file, or
+    any dataset's documents)."""
+    from llmrank.data.beir import _find, is_beir_dir, load_corpus
+
+    path = Path(dataset)
+    if is_beir_dir(path):
+        return load_corpus(_find(path, "corpus"))
+    if path.is_file() and path.suffix in (".jsonl", ".gz"):
+        return load_corpus(path)
+    raise LlmrankError(f"key 'data.dataset': generating queries needs a corpus (a BEIR folder or a corpus "
+                       f".jsonl of {{_id, title, text}}), got {dataset}")
+
+
+def _folder_stamp(folder: str | Path, key: str) -> str:
+    """What a saved student folder's eval row depends on: its path and its files' names, sizes and mtimes."""
+    from llmrank.rerankers.dense import model_fingerprint
+    from llmrank.students import is_student_dir
+
+    if not is_student_dir(folder):
+        raise LlmrankError(f"key '{key}': {folder} is not a saved student folder (distill's merged/ or adapter/, or "
+                           "an export)")
+    return model_fingerprint(str(Path(folder).resolve()))
+
+
+def run_lock(root: Path, what: str):
+    """The lock of a run folder: ``.<name>.llmrank-lock`` beside it (see :class:`llmrank.outputs.FolderLock`)."""
+    from llmrank.outputs import FolderLock
+
+    return FolderLock(root, what, lock_file=Path(root).parent / f".{Path(root).name}.llmrank-lock")
+
+
+@contextlib.contextmanager
+def _agreed(lock):
+    """Enter ``lock`` (the main process's folder lock); under ``accelerate launch`` every process learns whether
+    the main one got it, so a refused launch stops in all its processes instead of training without the lock."""
+    state = _state()
+    error = None
+    try:
+        lock.__enter__()
+    except LlmrankError as e:
+        error = str(e)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise LlmrankError(error)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _stage_files(folder: Path) -> dict[str, int]:
@@ -359,30 +435,8 @@ def _missing_output(folder: Path, files: dict | None) -> str | None:
     return None
 
 
-def _teacher_keys(teacher, data: RankingData, cands: Candidates, k: int) -> dict[str, str]:
-    """``{qid: record key}`` the teacher run will hold for these candidates (as :func:`run_teacher` keys them)."""
-    from llmrank.teacher import canonical_json, teacher_key
-
-    rkey = json.loads(canonical_json(teacher.cache_key))
-    return {q: teacher_key(data.queries[q].text, cands.docids(q)[:k], rkey) for q in cands.qids() if q in data.queries}
-
-
-def _keep_records(path: Path, keys: set[str]) -> None:
-    """Drop the records of a teacher file that the current recipe would not write (another teacher, other
-    candidates or query texts), so a changed recipe re-teaches those queries instead of failing on them."""
-    from llmrank.teacher import TeacherRun, write_teacher_run
-
-    if not path.is_file():
-        return
-    with TeacherRun(path) as run:  # also repairs a torn last line
-        records = list(run.records.values())
-    kept = [r for r in records if r["key"] in keys]
-    if len(kept) < len(records):
-        log.info("%s: %d records of another teacher configuration dropped", path, len(records) - len(kept))
-        write_teacher_run(kept, path)
-
-
-def _checkpoints(out: Path) -> list[Path]:
+def checkpoints(out: Path) -> list[Path]:
+    """The trainer's ``checkpoint-<step>`` folders in ``out``, by step."""
     found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
 
@@ -390,7 +444,7 @@ def _checkpoints(out: Path) -> list[Path]:
 def _last_checkpoint(out: Path) -> Path | None:
     """The newest complete checkpoint: ``trainer_state.json`` is the last file the Trainer writes into one,
     so a checkpoint without it (the process was killed while saving) is skipped."""
-    for ckpt in reversed(_checkpoints(out)):
+    for ckpt in reversed(checkpoints(out)):
         try:
             json.loads((ckpt / "trainer_state.json").read_text())
         except (OSError, ValueError):
@@ -412,7 +466,7 @@ def _stale_checkpoints(out: Path, config_hash: str) -> None:
         except ValueError:
             pass
     last = _last_checkpoint(out) if old == config_hash else None
-    for ckpt in _checkpoints(out):
+    for ckpt in checkpoints(out):
         if last is None or int(ckpt.name.split("-", 1)[1]) > int(last.name.split("-", 1)[1]):
             shutil.rmtree(ckpt, ignore_errors=True)
     atomic_write_text(marker, json.dumps({"config_hash": config_hash}))

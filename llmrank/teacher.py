@@ -9,7 +9,9 @@ A record (one line of ``teacher.jsonl``)::
      "rationalized": false,               # with rationales: whether the teacher was given the judged labels
                                           # and asked to explain them (rationale option rationalize)
      "cost": {"calls": 20, "prompt_tokens": …, "completion_tokens": …, "seconds": …, <method counts>},
-     "extra": {…}}                        # only when the method reports more
+     "extra": {…}}                        # only when the method reports more (first: "windows", each
+                                          # window's docids and identifier logprobs, the ListNet/KL target;
+                                          # the passages option: "passages", each document's window scores)
 
 ``key`` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the query text, the candidate
 ids in order and the reranker's ``cache_key`` (method, prompt, model, options): a record answers exactly
@@ -112,11 +114,25 @@ def _check_record(rec, where: str) -> dict:
     return rec
 
 
+def _not_a_record(path: Path, lineno: int, raw: bytes, why: str) -> LlmrankError:
+    """The error for a complete line that is not a teacher record (a TREC run or a note is named as such)."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    parts = text.split()
+    if len(parts) == 6 and parts[1] == "Q0":
+        what = "a TREC run line (qid Q0 docid rank score tag), not a teacher record"
+    else:
+        what = f"not a teacher record ({why})"
+    hint = ("a teacher run holds one JSON record per line, as `llmrank teach` writes them" if lineno == 1 else
+            "only an unterminated last line is a torn record an interrupted run left; fix or remove this line")
+    return LlmrankError(f"{path}:{lineno}: {what}; {hint}")
+
+
 def _scan(path: Path) -> tuple[list[tuple[int, dict]], int, int]:
     """Parse a teacher file: ``(records with line numbers, bytes of whole valid lines, torn bytes)``.
 
-    The last line is torn when it has no newline or is not a valid record; a bad line anywhere else is
-    not something an interrupted writer leaves, so it is an error naming the line.
+    Only an unterminated last line (no newline) can be torn: an interrupted writer leaves the start of a
+    record (``{"…``) there. Every complete line must be a record, and an unterminated one that is not the
+    start of a JSON object is not something a writer leaves either: both are errors naming the line.
     """
     data = path.read_bytes()
     lines = data.split(b"\n")
@@ -125,18 +141,24 @@ def _scan(path: Path) -> tuple[list[tuple[int, dict]], int, int]:
     good = 0
     for i, raw in enumerate(lines):
         lineno = i + 1
-        last = i == len(lines) - 1 and not tail
         if raw.strip(b" \t\r\0"):
             try:
                 rec = _check_record(json.loads(raw.decode("utf-8")), f"{path}:{lineno}")
             except (UnicodeDecodeError, json.JSONDecodeError, LlmrankError) as e:
-                if last:
-                    return records, good, len(data) - good
-                msg = e.args[0] if isinstance(e, LlmrankError) else f"not a JSON record ({e})"
-                raise LlmrankError(f"{path}:{lineno}: {msg}; only the last line of a teacher run can be torn — "
-                                   "fix or remove this line") from None
+                raise _not_a_record(path, lineno, raw, e.args[0] if isinstance(e, LlmrankError)
+                                    else f"not JSON: {e}") from None
             records.append((lineno, rec))
         good += len(raw) + 1
+    if tail.strip(b" \t\r\0"):
+        lineno = len(lines) + 1
+        try:
+            rec = _check_record(json.loads(tail.decode("utf-8")), f"{path}:{lineno}")
+        except (UnicodeDecodeError, json.JSONDecodeError, LlmrankError):
+            if not tail.lstrip().startswith(b'{"'):
+                raise _not_a_record(path, lineno, tail, "not the start of a JSON record") from None
+            return records, good, len(data) - good  # the start of a record: torn
+        records.append((lineno, rec))  # whole but unterminated (a file made by hand): kept
+        return records, len(data), 0
     return records, good, len(data) - good
 
 
@@ -173,6 +195,8 @@ class TeacherRun:
                 log.warning("%s: dropped a torn last record (%d bytes) left by an interrupted run; "
                             "its query will be run again", self.path, torn)
             self.repaired_bytes = torn
+            if not torn and os.fstat(self.fd).st_size and os.pread(self.fd, 1, os.fstat(self.fd).st_size - 1) != b"\n":
+                os.write(self.fd, b"\n")  # a whole last record without its newline: end it before appending
             self.records, self.duplicates = _first_by_key(records, self.path)
         except BaseException:
             os.close(self.fd)
@@ -414,6 +438,9 @@ def _check_fusion(method: str, k: float, weights: list[float] | None, n: int) ->
             raise LlmrankError(f"{len(weights)} weights for {n} runs; give one weight per run")
         if any(not math.isfinite(w) or w < 0 for w in weights):
             raise LlmrankError("fusion weights must be finite and non-negative")
+        if not any(w > 0 for w in weights):
+            raise LlmrankError("fusion weights are all 0: every document would score 0; give at least one run a "
+                               "weight > 0")
     if method == "rrf" and not (math.isfinite(k) and k >= 0):
         raise LlmrankError("the RRF constant k must be a number ≥ 0")
 
@@ -470,3 +497,37 @@ def fuse_runs(runs: list[dict[str, dict]], method: str = "rrf", k: float = 60,
         log.warning("%d of %d queries are missing from some of the fused runs; they are fused from the runs "
                     "that have them", partial, len(qids))
     return out
+
+
+# -- what a teacher record says of each document ----------------------------------------------------------
+
+def prompt_is_graded(prompt) -> bool:
+    """Whether a prompt's answers are grades (0..3) rather than the two words yes/no."""
+    keys = list(prompt.answers) or ["yes", "no"]
+    return sorted(keys) != ["no", "yes"]
+
+
+def _teacher_graded(rec: dict, verdicts: dict) -> bool:
+    """Whether a teacher record's verdicts are grades (0..3) rather than yes = 1 / no = 0."""
+    from llmrank.prompts import load_prompt
+
+    name = str(rec.get("prompt") or (rec.get("reranker") or {}).get("prompt") or "").split("@")[0]
+    if name:
+        try:
+            return prompt_is_graded(load_prompt(name))
+        except LlmrankError:
+            pass
+    return any(v is not None and float(v) > 1 for v in verdicts.values())
+
+
+def teacher_verdicts(rec: dict, top_m: int = 5, min_grade: float = 2.0) -> dict[str, bool | None]:
+    """``{docid: True (yes) | False (no) | None (unknown)}`` for the documents of a teacher record: when the
+    teacher recorded a verdict per document (``extra.verdicts``, what the rationale method writes), yes iff it
+    is yes (1.0) — or, for a graded teacher prompt (answers 0–3), iff the grade is ``>= min_grade`` — and None
+    where the teacher's output held none; otherwise (an order only) its ``top_m`` best documents are yes."""
+    verdicts = (rec.get("extra") or {}).get("verdicts")
+    if isinstance(verdicts, dict) and verdicts:
+        graded = _teacher_graded(rec, verdicts)
+        threshold = min_grade if graded else 0.5
+        return {str(d): (None if v is None else float(v) >= threshold) for d, v in verdicts.items()}
+    return {str(d): i < top_m for i, d in enumerate(rec["ranking"])}

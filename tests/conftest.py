@@ -39,8 +39,7 @@ def make_pointwise_student(model_dir, out, max_doc_tokens: int, lora_r: int = 8,
     import torch
 
     from llmrank.prompts import load_prompt
-    from llmrank.students.base import write_student
-    from llmrank.students.pointwise import PointwiseFields, load_base, student_meta
+    from llmrank.students.pointwise import PointwiseFields, PointwiseStudent, load_base, student_meta
 
     cfg = PointwiseFields(model=str(model_dir), max_doc_tokens=max_doc_tokens, lora_r=lora_r, lora_alpha=lora_alpha,
                           lora_dropout=0.0)
@@ -51,5 +50,5 @@ def make_pointwise_student(model_dir, out, max_doc_tokens: int, lora_r: int = 8,
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * b_scale)
-    write_student(model, tok, Path(out), student_meta(cfg, base_path, load_prompt(cfg.prompt)), merge=merge)
+    PointwiseStudent.save(model, tok, Path(out), student_meta(cfg, base_path, load_prompt(cfg.prompt)), merge=merge)
     return Path(out)

@@ -385,10 +385,10 @@ def test_bright_parquet_layout_split_picks_task(tmp_path):
         load_dataset(root)  # split "test" names no task
 
 
-def test_bright_query_field_reasoning(tmp_path):
+def test_bright_query_field_human_reasoning(tmp_path):
     root = tmp_path / "bio"
     write_jsonl(root / "examples.jsonl", BRIGHT_EXAMPLES)
-    data = load_dataset(root, query_field="reasoning")
+    data = load_dataset(root, query_field="human-reasoning")
     assert data.queries["0"].text == "insects navigate by light sources"
     assert data.queries["1"].text == "reasoning for 1"
     assert data.qrels == load_dataset(root).qrels

@@ -160,7 +160,7 @@ def test_interrupted_prepare_leaves_no_checkpoint(fake_gguf: dict[str, int], tmp
 
 
 def test_stale_scratch_of_a_dead_process_is_removed(fake_gguf: dict[str, int], tmp_path: Path) -> None:
-    stale = tmp_path / ".tmp-smollm2-135m-999999999-deadbeef" / "checkpoint"
+    stale = tmp_path / ".smollm2-135m.tmp-999999999-deadbeef" / "checkpoint"
     stale.mkdir(parents=True)
     (stale / "model.safetensors").write_bytes(b"half")
     prepare_model("smollm2-135m", cache_dir=tmp_path)

@@ -123,7 +123,8 @@ def test_unknown_model_alias_lists_known_ones():
         prepare_model("smollm9-1t")
 
 
-def test_rerank_cli_end_to_end_with_empty_candidate_list(tmp_path, tiny_model_dir, capsys):
+def test_rerank_cli_refuses_a_query_with_no_candidates_before_scoring(tmp_path, tiny_model_dir, capsys):
+    """A query without candidate documents is named by file:line and qid; nothing is scored or written."""
     from llmrank.cli import main
 
     data = tmp_path / "mine.jsonl"
@@ -132,9 +133,23 @@ def test_rerank_cli_end_to_end_with_empty_candidate_list(tmp_path, tiny_model_di
     data.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "run.trec"
     rc = main(["rerank", str(data), "--model", str(tiny_model_dir), "--top-k", "5", "-o", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{data}:2" in err and "'docs' is an empty list" in err and "'q2'" in err
+    assert not out.exists()
+
+
+def test_rerank_cli_end_to_end_keeps_the_tail_in_first_stage_order(tmp_path, tiny_model_dir):
+    from llmrank.cli import main
+
+    data = tmp_path / "mine.jsonl"
+    rows = [{"qid": "q1", "query": QUERY, "docs": [{"docid": f"d{i}", "text": t, "label": int(i == 2)} for i, t in enumerate(DOCS)]}]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run.trec"
+    rc = main(["rerank", str(data), "--model", str(tiny_model_dir), "--top-k", "5", "-o", str(out)])
     assert rc == 0
     lines = out.read_text().splitlines()
-    assert len(lines) == len(DOCS)  # q1 fully ranked (top-5 reranked + tail), q2 empty
+    assert len(lines) == len(DOCS)  # top-5 reranked + the tail
     assert {ln.split()[2] for ln in lines} == {f"d{i}" for i in range(len(DOCS))}
     assert [ln.split()[2] for ln in lines][5:] == ["d5", "d6"]  # the tail keeps first-stage order
 

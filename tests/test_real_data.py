@@ -83,7 +83,7 @@ def test_bright_biology(tmp_path, capsys):
     assert len(data.queries) == 103
     assert data.qrels == read_qrels(root / "qrels.tsv")
     assert data.docs == {}
-    reasoning = load_dataset(root, split="biology", query_field="reasoning")
+    reasoning = load_dataset(root, split="biology", query_field="human-reasoning")
     assert reasoning.queries["0"].text == data.queries["0"].meta["reasoning"] != data.queries["0"].text
 
     with pytest.raises(LlmrankError, match="needs documents"):

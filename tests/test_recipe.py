@@ -68,7 +68,7 @@ BAD = [
     ("missing-data", "name: t\n", [], ["key 'data'", "required key is missing"]),
     ("missing-dataset", "name: t\ndata:\n  k: 5\n", [], ["key 'data.dataset'", "required key is missing"]),
     ("missing-refine-method", BASE + "refine:\n  options: {}\n", [], ["key 'refine.method'", "required key is missing"]),
-    ("refine-method-ppo", BASE + "refine:\n  method: ppo\n", [], ["key 'refine.method'", "'grpo' or 'dpo'", "got 'ppo'"]),
+    ("refine-method-ppo", BASE + "refine:\n  method: ppo\n", [], ["key 'refine.method'", "unknown refine method 'ppo'", "one of grpo, dpo"]),
     ("fusion-max", BASE + "teacher:\n  method: fusion\n  fusion: max\n", [],
      ["key 'teacher.fusion'", "'rrf' or 'borda'", "got 'max'"]),
     ("fusion-member-typo", BASE + "teacher:\n  method: fusion\n  members:\n    - mehtod: dense\n", [],
@@ -231,7 +231,7 @@ def test_relative_dataset_paths_resolve_from_the_recipe_folder(tmp_path, monkeyp
 
 
 def test_section_hash_tracks_only_the_named_sections(tmp_path):
-    path = _write(tmp_path, BASE + "distill: {model: m}\neval: {top_k: 5}\n")
+    path = _write(tmp_path, BASE + "distill: {model: m}\neval: {top_k: 5, datasets: [{dataset: /x}]}\n")
     a, b = load_recipe(path), load_recipe(path, ["eval.top_k=6"])
     assert a.section_hash("data", "teacher", "distill") == b.section_hash("data", "teacher", "distill")
     assert a.section_hash("eval") != b.section_hash("eval")
@@ -305,10 +305,10 @@ def test_bright_suite_has_the_12_tasks_and_reasoning_queries():
     from llmrank.data import BRIGHT_TASKS
 
     _, plain = load_suite("bright")
-    _, reasoning = load_suite("bright:reasoning")
+    _, reasoning = load_suite("bright:gpt4-reason")
     assert [d.split for d in plain] == [d.split for d in reasoning] and sorted(d.split for d in plain) == sorted(BRIGHT_TASKS)
     assert all(d.query_field == "query" and d.name == d.split for d in plain)
-    assert all(d.query_field == "reasoning" and d.name == f"{d.split}-reasoning" for d in reasoning)
+    assert all(d.query_field == "gpt4_reason" and d.name == f"{d.split}-gpt4_reason" for d in reasoning)
     if SHARED_DATA.is_dir():
         assert all(Path(d.dataset).is_dir() for d in plain)
 
@@ -350,10 +350,10 @@ def test_bad_suite_entry_names_the_suite_file_and_key(tmp_path):
 
 
 def test_recipe_with_suite_lists_its_datasets(tmp_path):
-    path = _write(tmp_path, BASE + "eval:\n  datasets: [{dataset: /x, split: test, name: mine}]\n  suite: bright:reasoning\n")
+    path = _write(tmp_path, BASE + "eval:\n  datasets: [{dataset: /x, split: test, name: mine}]\n  suite: bright:gpt4-reason\n")
     r = load_recipe(path)
     entries = eval_entries(r.eval)
-    assert entries[0].name == "mine" and len(entries) == 13 and entries[-1].query_field == "reasoning"
+    assert entries[0].name == "mine" and len(entries) == 13 and entries[-1].query_field == "gpt4_reason"
     # the suite's contents, not only its name, are part of what the eval stage depends on
     assert r.section_hash("eval") != load_recipe(path, ["eval.suite=bright"]).section_hash("eval")
 
@@ -737,7 +737,7 @@ def test_changed_teacher_config_reteaches_instead_of_failing(tmp_path, monkeypat
 
 
 def test_eval_query_field_reaches_the_bright_loader(tmp_path, monkeypatch, capsys):
-    """BRIGHT evaluated with its original and its reasoning-expanded queries: two tables, two rankings."""
+    """BRIGHT evaluated with its original queries and the annotators' reasoning: two tables, two rankings."""
     from llmrank.cli import main
 
     monkeypatch.setenv("LLMRANK_CACHE", str(tmp_path / "cache"))
@@ -761,17 +761,17 @@ def test_eval_query_field_reaches_the_bright_loader(tmp_path, monkeypatch, capsy
         eval:
           datasets:
             - {{dataset: {task}, split: biology}}
-            - {{dataset: {task}, split: biology, query_field: reasoning}}
+            - {{dataset: {task}, split: biology, query_field: human-reasoning}}
           baselines: [first_stage]
           top_k: 3
         """), split="biology")
     assert main(["run", str(recipe), "--out", str(tmp_path / "runs")]) == 0
     results = json.loads((tmp_path / "runs" / "o" / "eval" / "results.json").read_text())
-    assert list(results) == ["bright-biology", "bright-biology-reasoning"]
+    assert list(results) == ["bright-biology", "bright-biology-human-reasoning"]
     plain = results["bright-biology"]["first_stage"]["metrics"]["ndcg@10"]
-    reasoning = results["bright-biology-reasoning"]["first_stage"]["metrics"]["ndcg@10"]
+    reasoning = results["bright-biology-human-reasoning"]["first_stage"]["metrics"]["ndcg@10"]
     assert reasoning == pytest.approx(1.0) and plain < 0.8
-    rec = json.loads((tmp_path / "runs" / "o" / "eval" / "bright-biology-reasoning" / "first_stage.json").read_text())
-    assert rec["query_field"] == "reasoning"
+    rec = json.loads((tmp_path / "runs" / "o" / "eval" / "bright-biology-human-reasoning" / "first_stage.json").read_text())
+    assert rec["query_field"] == "human-reasoning" and "human-written" in rec["query_source"]
     out = capsys.readouterr().out
-    assert "bright-biology (2 queries)" in out and "bright-biology-reasoning (2 queries)" in out
+    assert "bright-biology (2 queries)" in out and "bright-biology-human-reasoning (2 queries)" in out

@@ -155,7 +155,7 @@ def test_grpo_refuses_a_pointwise_student_and_vllm_without_vllm(tiny_model_dir, 
 
     st = _student(tmp_path, Path(tiny_model_dir), "pointwise")
     args = GRPOConfig(**_common(tmp_path / "g", max_steps=1, per_device_train_batch_size=2, num_generations=2))
-    with pytest.raises(LlmrankError, match="refine.method: 'grpo' does not fit a pointwise student.*generates nothing"):
+    with pytest.raises(LlmrankError, match="refine.method: 'grpo' does not fit a pointwise student.*builds no prompts"):
         train_grpo(st, [{"prompt": "x"}], args)
     args.use_vllm = True
     with pytest.raises(LlmrankError, match=r"refine.training.use_vllm: true needs vLLM installed"):
@@ -182,7 +182,7 @@ def test_pointwise_dpo_pairs_are_the_misordered_ones_on_the_answer_token(tiny_mo
     from llmrank.prompts import load_prompt
     from llmrank.rerankers.pointwise import build_pointwise_prompt
     from llmrank.students.pointwise import answer_token_ids
-    from llmrank.training.dpo import pointwise_pairs
+    from llmrank.students.pointwise import pointwise_pairs
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     meta = json.loads((_student(tmp_path, Path(tiny_model_dir), "pointwise") / "merged" / STUDENT_FILE).read_text())

@@ -12,7 +12,7 @@ import pytest
 from llmrank.data import Candidates, write_run
 from llmrank.eval.costs import cost_lines
 from llmrank.eval.curve import quarters, read_log
-from llmrank.eval.progress import ProgressLines
+from llmrank.progress import ProgressLines
 from llmrank.eval.report import write_report
 from llmrank.recipe import load_recipe
 from llmrank.runner import Runner
@@ -108,3 +108,15 @@ def test_progress_lines_first_periodic_and_last():
         "[eval] ds: student: 3/5 queries, 4.0 s/query, about 8 s left",
         "[eval] ds: student: 5/5 queries, 4.0 s/query, done",
     ]
+
+
+def test_report_of_the_student_row_alone(run_dir):
+    # eval.baselines: [student] (e.g. comparing two training settings): no baseline to plot the deltas against
+    ds = run_dir.stage_dir("eval") / "ds"
+    for row in ("first_stage", "teacher", "student_before"):
+        (ds / f"{row}.json").unlink()
+        (ds / f"{row}.trec").unlink()
+    terminal = write_report(run_dir)
+    assert "| student, distilled |" in terminal and "| 0.8000 |" in terminal
+    assert not (run_dir.stage_dir("eval") / "ds-ndcg-deltas.png").exists()
+    assert (run_dir.stage_dir("eval") / "ds-scores.png").is_file()

@@ -4,7 +4,6 @@ loads it."""
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 
 from llmrank.errors import LlmrankError
+from test_layers import _imports, _module_name
+from test_layers import loops as _cycles  # the strongly connected groups of more than one node (Tarjan)
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "llmrank"
@@ -23,71 +24,17 @@ PACKAGE = REPO / "llmrank"
 
 def _module_graph() -> dict[str, set[str]]:
     """Every module of the package -> the package modules it imports (anywhere in its body, functions too)."""
-    mods = {}
-    for f in PACKAGE.rglob("*.py"):
-        rel = f.relative_to(REPO).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        mods[name] = f
+    mods = {_module_name(f): f for f in PACKAGE.rglob("*.py")}
     edges: dict[str, set[str]] = {m: set() for m in mods}
     for m, f in mods.items():
-        is_pkg = f.name == "__init__.py"
-        for node in ast.walk(ast.parse(f.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = m.split(".") if is_pkg else m.split(".")[:-1]
-                    parts = parts[: len(parts) - (node.level - 1)]
-                    base = ".".join(parts + ([node.module] if node.module else []))
-                targets = [base] + [f"{base}.{a.name}" for a in node.names]
-            for t in targets:
-                while t and t not in mods:
-                    t = t.rpartition(".")[0]
-                # a module importing its own package (or the top package) is not an edge: the package is
-                # initialised first either way
-                if t and t != m and t != "llmrank" and not m.startswith(t + "."):
-                    edges[m].add(t)
+        for t, _ in _imports(f, m):
+            while t and t not in mods:
+                t = t.rpartition(".")[0]
+            # a module importing its own package (or the top package) is not an edge: the package is
+            # initialised first either way
+            if t and t != m and t != "llmrank" and not m.startswith(t + "."):
+                edges[m].add(t)
     return edges
-
-
-def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-    counter = [0]
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in edges[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    sys.setrecursionlimit(10000)
-    for v in edges:
-        if v not in index:
-            visit(v)
-    return out
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -109,10 +56,10 @@ def test_registry_and_configs_extend_the_library_configs():
 
     from llmrank.students import STUDENT_KINDS, get_student
 
-    assert set(STUDENT_KINDS) == {"pointwise", "reasoning"}
+    assert {"pointwise", "reasoning", "cross-encoder"} <= set(STUDENT_KINDS)
     pw, rs = get_student("pointwise"), get_student("reasoning")
     assert issubclass(pw.config_class(), TrainingArguments) and issubclass(rs.config_class(), SFTConfig)
-    assert pw.refine_methods == ("dpo",) and set(rs.refine_methods) == {"grpo", "dpo"}
+    assert tuple(pw.refine_options) == ("dpo",) and set(rs.refine_options) == {"grpo", "dpo"}
     with pytest.raises(LlmrankError, match="did you mean 'reasoning'"):
         get_student("reasoner")
 
@@ -183,17 +130,25 @@ def test_recipe_mistakes_are_named_before_anything_runs(tmp_path, body, override
     assert not (tmp_path / "runs").exists()
 
 
-def test_recipe_validation_imports_no_deep_learning_library(tmp_path):
-    """What keeps a bad recipe's message immediate: reading and checking a recipe with a training section
-    imports neither torch nor transformers nor trl (their fields are read from source)."""
-    path = tmp_path / "r.yaml"
-    path.write_text("name: t\ndata: {dataset: /x}\nteacher: {method: rationale}\ndistill:\n  kind: reasoning\n  training: {max_steps: 3}\n"
-                    "refine:\n  method: grpo\n  training: {num_generations: 4, beta: 0.0}\n")
-    code = ("import sys; from llmrank.recipe import load_recipe; load_recipe(sys.argv[1]); "
-            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+def test_loss_options_follow_the_loss_and_are_checked_for_every_kind(tmp_path):
+    """A kind's default loss options go with the loss they are for: a cross-encoder section that names another
+    loss and no options trains with none (its combined-loss weights would be refused by ranknet), one that
+    names nothing trains with them; a bi-encoder's loss options are checked at load like a pointwise one's."""
+    from llmrank.recipe import load_recipe
+    from llmrank.students import get_student
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("")
+    head = f"name: t\ndata: {{dataset: {data}}}\ndistill:\n"
+    ce = get_student("cross-encoder")
+    for body, loss, options in [("  kind: cross-encoder\n  loss: ranknet\n", "ranknet", {}),
+                                ("  kind: cross-encoder\n", "combined", {"weights": {"ranknet": 1.0, "label_ce": 1.0}})]:
+        (tmp_path / "r.yaml").write_text(head + body)
+        cfg = ce.make_config(load_recipe(tmp_path / "r.yaml").distill, tmp_path / "out")
+        assert (cfg.loss, cfg.loss_options) == (loss, options)
+    (tmp_path / "bad.yaml").write_text(head + "  kind: bi-encoder\n  loss: ranknet\n  loss_options: {sigmaa: 2}\n")
+    with pytest.raises(LlmrankError, match=r"bad.yaml:6: key 'distill.loss_options.sigmaa'.*did you mean 'sigma'"):
+        load_recipe(tmp_path / "bad.yaml")
 
 
 @pytest.mark.parametrize("flags,expected", [

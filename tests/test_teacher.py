@@ -225,8 +225,7 @@ def test_torn_last_line_is_repaired(tmp_path, caplog):
     run_teacher(CountingReranker(), data, data.candidates.subset(["q0", "q1", "q2"]), 4, path)
     good = path.read_bytes()
     line = json.dumps({"qid": "q3", "key": "k", "ranking": ["a"]}) + "\n"
-    for torn in (line[: len(line) // 2].encode(), b'{"qid": "q3", "key": "k", "ranking": ["a"]}',
-                 b"not json at all\n", b"\0\0\0\0"):
+    for torn in (line[: len(line) // 2].encode(), b'{"qid": "q3", "key', b"\0\0\0\0"):
         path.write_bytes(good + torn)
         # reading never modifies the file; it skips the torn line
         assert list(read_teacher_run(path)) == ["q0", "q1", "q2"] and path.read_bytes() == good + torn
@@ -235,6 +234,19 @@ def test_torn_last_line_is_repaired(tmp_path, caplog):
             assert len(run) == 3 and run.repaired_bytes == len(torn)
         assert "torn" in caplog.text
         assert path.read_bytes() == good
+    # only an unterminated last line can be torn: a complete line that is no record is the user's, refused
+    for note in (b"not json at all\n", b"my own note, no newline", b'{"my": "note"}\n', b"t1 Q0 d1 1 2.0 bm25\n"):
+        path.write_bytes(good + note)
+        for read in (read_teacher_run, TeacherRun):
+            with pytest.raises(LlmrankError, match=r"t\.jsonl:4: .*(not a teacher record|TREC)"):
+                read(path)
+        assert path.read_bytes() == good + note
+    # a whole record without its newline (a file made by hand) is kept, and ended before the next append
+    path.write_bytes(good + line.rstrip("\n").encode())
+    assert list(read_teacher_run(path)) == ["q0", "q1", "q2", "q3"]
+    with TeacherRun(path) as run:
+        assert len(run) == 4 and run.repaired_bytes == 0
+    assert path.read_bytes() == good + line.encode()
     path.write_bytes(good + line[:10].encode())
     rr = CountingReranker()
     stats = run_teacher(rr, data, data.candidates, 4, path)

@@ -14,6 +14,16 @@ import functools
 
 NAMES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
          "float16": "float16", "fp16": "float16", "half": "float16"}
+"""Every weights dtype name llmrank takes -> the canonical name transformers, torch and vLLM know. The one
+table of dtype names: option checks, the backends, export and serving all read it."""
+
+CHOICES = ("auto", *NAMES)
+"""What a ``dtype`` option or recipe key may say."""
+
+
+def canonical(name: str) -> str:
+    """``fp32`` -> ``float32`` …; ``auto`` and unknown names unchanged (for the caller to resolve or reject)."""
+    return NAMES.get(name, name)
 
 
 @functools.lru_cache(maxsize=1)

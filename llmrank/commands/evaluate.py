@@ -5,6 +5,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from llmrank.checks import positive_int
 from llmrank.data import load_run, read_qrels
 from llmrank.eval.metrics import DEFAULT_METRICS, default_rel_threshold, evaluate, label
 
@@ -16,7 +17,7 @@ def add_arguments(p) -> None:
     p.add_argument("run", help="TREC run file, candidates JSON, or teacher run (from `llmrank teach`)")
     p.add_argument("--qrels", required=True, help="TREC qrels or BEIR qrels/<split>.tsv")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="e.g. ndcg@10 recall@100 mrr@10 map")
-    p.add_argument("--rel-threshold", type=int, default=None,
+    p.add_argument("--rel-threshold", type=positive_int, default=None,
                    help="minimum grade counted relevant by binary measures (trec_eval -l); default: the collection's "
                         "convention, 2 on TREC DL's graded 0-3 judgements, else 1")
     p.add_argument("--lenient", action="store_true",

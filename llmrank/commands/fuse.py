@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.weights is not None and len(args.weights) != len(args.runs):
         raise LlmrankError(f"--weights: {len(args.weights)} weights for {len(args.runs)} runs; give one per run")
+    if args.weights is not None and not any(w > 0 for w in args.weights):
+        raise LlmrankError("--weights: all weights are 0, so every document would score 0; give at least one run "
+                           "a weight > 0")
     check_output(args.output, "teacher", args.overwrite, inputs=args.runs)
     if args.qrels:
         read_qrels(args.qrels)

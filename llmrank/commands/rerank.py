@@ -74,8 +74,11 @@ def configure(reranker, args):
 def add_arguments(p) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
-    p.add_argument("--method", default="pointwise", choices=sorted([*RERANKERS, "reasoning"]),
-                   help="ranking method (a saved student is scored as its kind: pointwise or reasoning)")
+    from llmrank.students import STUDENT_KINDS
+
+    p.add_argument("--method", default="pointwise", choices=sorted({*RERANKERS, *STUDENT_KINDS}),
+                   help="ranking method (a saved student is scored as its kind: --method student, or the kind itself: "
+                        + ", ".join(STUDENT_KINDS) + "; a bi-encoder student also as dense)")
     p.add_argument("--prompt", default=None, help="prompt name under prompts/ or a YAML path (default: the method's)")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, e.g. window=4 (value read as JSON when it parses, else a string; repeatable)")
@@ -102,7 +105,13 @@ def _build(method: str, backend, prompt, options: dict):
     except TypeError as e:
         if options and "unexpected keyword argument" in str(e):
             raise LlmrankError(f"method '{method}' does not take option(s) {', '.join(options)} ({e})") from None
-        raise
+        if not options:
+            raise
+        given = " ".join(f"--option {k}={v}" for k, v in options.items() if k != "qrels")
+        raise LlmrankError(f"{given}: a value of the wrong type ({e})") from None
+    except ValueError as e:  # a constructor refusing an option's value (window=0, step > window …)
+        given = " ".join(f"--option {k}={v}" for k, v in options.items() if k != "qrels")
+        raise LlmrankError(f"{given or 'method ' + repr(method)}: {e}") from None
 
 
 def build_from_args(args, options: dict):
@@ -110,11 +119,11 @@ def build_from_args(args, options: dict):
     ``llmrank_student.json``: distill's adapter/ or merged/, or an export) is scored through the student
     layer, exactly as it was trained (its prompt, answer tokens and document length); the method must then
     be the student's own."""
-    from llmrank.students import is_student_dir, load_student, read_meta
+    from llmrank.students import is_student_dir, load_student, student_kind
 
     if is_student_dir(args.model) and args.method != "served":  # "served": the export names the /rerank server's model
-        kind = read_meta(args.model).get("kind", "pointwise")
-        if args.method != kind:
+        kind = student_kind(args.model)
+        if args.method not in (kind, "student") and not (kind == "bi-encoder" and args.method == "dense"):
             raise LlmrankError(f"--model {args.model} is a {kind} student; rerank it with --method {kind} "
                                f"(not {args.method})")
         if args.prompt:
@@ -123,8 +132,15 @@ def build_from_args(args, options: dict):
         if args.batch_size:
             opts["batch_size"] = args.batch_size
         return load_student(args.model, **opts)
-    if args.method == "reasoning":
-        raise LlmrankError("--method reasoning scores a saved reasoning student: give its folder as --model")
+    from llmrank.rerankers import RERANKERS
+    from llmrank.students import STUDENT_KINDS
+
+    # a kind that is also a ranking method (pointwise) scores a plain model with that method
+    if (args.method in STUDENT_KINDS and args.method not in RERANKERS) or args.method == "student":
+        raise LlmrankError(f"--method {args.method} scores a saved student: give its folder as --model (distill's "
+                           f"merged/ or adapter/, or an export; {args.model} is none)"
+                           + (" (a sentence-transformers model that is not a student: --method dense)"
+                              if args.method == "bi-encoder" else ""))
     if needs_backend(args.method):
         return _build(args.method, make_backend(args.backend, args.model, **backend_options(args)), args.prompt, options)
     return build_reranker(args.method, None, model=args.model, **options)  # e.g. dense: its own encoder
@@ -135,6 +151,11 @@ def check_model_args(args, method: str, model: str | None) -> None:
     from llmrank.students import is_student_dir
 
     if model and is_student_dir(model):
+        from llmrank.model_files import check_model_folder
+        from llmrank.students import student_kind
+
+        student_kind(model)
+        check_model_folder(model, "student")  # named before any data loads
         return
     if method in RERANKERS and needs_backend(method) and args.backend in ("hf", "vllm") and model:
         from llmrank.models import check_model

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from llmrank.backends import make_backend
@@ -14,18 +15,17 @@ from llmrank.commands.rerank import (
     parse_options,
 )
 from llmrank.data import load_dataset
-from llmrank.data.bm25 import ensure_candidates
 from llmrank.errors import LlmrankError
 from llmrank.eval.metrics import default_rel_threshold, evaluate, labelled
 from llmrank.outputs import check_output
 from llmrank.rerankers import RERANKERS, needs_backend
-from llmrank.teacher import COST_FIELDS, read_teacher_run, run_teacher, teacher_candidates
+from llmrank.stages import DEFAULT_DENSE_MODEL, FIRST_STAGES, first_stage, first_stage_name, teach
+from llmrank.teacher import COST_FIELDS, read_teacher_run, teacher_candidates
 
 NAME = "teach"
 HELP = ("Run an expensive ranker (the teacher) over a dataset into a teacher file: one JSON record per query, "
         "append-only; rerunning the command resumes where it stopped.")
 
-FIRST_STAGES = ("bm25", "dense", "hybrid")
 
 
 def add_arguments(p) -> None:
@@ -43,77 +43,20 @@ def add_arguments(p) -> None:
     p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a reranker option, e.g. max_tokens=128 (value read as JSON when it parses, else a string; "
                         "repeatable); options are part of the teacher key")
-    p.add_argument("--first-stage", choices=FIRST_STAGES, default="bm25",
-                   help="candidates when the dataset has none: BM25, dense (--dense-model), or both merged by RRF")
-    p.add_argument("--dense-model", default="minilm-l6",
-                   help="bi-encoder for --first-stage dense/hybrid and the default model of --method dense")
+    p.add_argument("--first-stage", type=_first_stage_name, default="bm25", metavar="{" + ",".join(FIRST_STAGES) + "}",
+                   help="candidates when the dataset has none: BM25, dense (--dense-model), or both merged by RRF "
+                        "(bm25+dense, as in a recipe's data.first_stage; 'hybrid' is taken too)")
+    p.add_argument("--dense-model", default=DEFAULT_DENSE_MODEL,
+                   help="bi-encoder for --first-stage dense/bm25+dense and the default model of --method dense")
 
 
-def first_stage(data, kind: str, k: int, dense_model: str):
-    """The dataset's own candidates, else BM25, dense or hybrid (RRF of both) top-``k``."""
-    if data.candidates is not None:
-        if kind != "bm25":
-            print(f"note: {data.source} has its own candidates; --first-stage {kind} is not used", file=sys.stderr)
-        return ensure_candidates(data, k)
-    progress = sys.stderr.isatty()
-    if kind == "bm25":
-        return ensure_candidates(data, k, show_progress=progress)
-    from llmrank.rerankers.dense import dense_retrieve, merge_candidates
+def _first_stage_name(text: str) -> str:
+    import argparse
 
-    dense = dense_retrieve(data, k, dense_model, show_progress=progress)
-    if kind == "dense":
-        data.candidates = dense
-    else:
-        from llmrank.data.bm25 import retrieve
-
-        data.candidates = merge_candidates([retrieve(data, k, show_progress=progress), dense], k)
-    return data.candidates
-
-
-def _world_size() -> int:
-    """Processes started by ``accelerate launch`` (or torchrun) for this command, across all machines."""
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def _run_sharded(reranker, data, first, args) -> dict | None:
-    """Under ``accelerate launch``: process i of n teaches every n-th query not yet in ``--output`` into
-    ``OUTPUT.part<i>.jsonl`` (resumable like the file itself); then the main process appends the parts'
-    records to ``--output`` in query order and removes the parts. Workers return None."""
-    from pathlib import Path
-
-    import torch
-    from accelerate import PartialState
-
-    from llmrank.teacher import TeacherRun
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    out = Path(args.output)
-    done = set(read_teacher_run(out)) if out.is_file() else set()
-    todo = [q for q in first.qids() if q not in done]
-    part = out.with_name(f"{out.name}.part{state.process_index}.jsonl")
-    stats = run_teacher(reranker, data, first.subset(todo[state.process_index::state.num_processes]), args.top_k, part,
-                        progress=state.is_main_process and None, require_rationales=args.rationales)
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return None
-    parts = [out.with_name(f"{out.name}.part{i}.jsonl") for i in range(state.num_processes)]
-    records: dict = {}
-    for f in parts:
-        if f.is_file():
-            records.update(read_teacher_run(f))
-    with TeacherRun(out) as run:
-        for qid in todo:
-            if qid in records:
-                run.append(records[qid])
-        n_queries = len(first.qids())
-    for f in parts:
-        f.unlink(missing_ok=True)
-    stats.update(queries=n_queries, done=len([q for q in todo if q in records]), skipped=len(done),
-                 path=str(out), processes=state.num_processes)
-    print(f"{state.num_processes} processes taught {stats['done']} queries into {out}", file=sys.stderr)
-    return stats
+    name = first_stage_name(text)
+    if name not in FIRST_STAGES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(FIRST_STAGES)})")
+    return name
 
 
 def _cost_line(cost: dict) -> str:
@@ -128,10 +71,16 @@ def run(args) -> int:
     if method not in RERANKERS:
         raise LlmrankError(f"unknown method '{method}' (one of {', '.join(RERANKERS)})")
     check_output(args.output, "teacher", inputs=[args.dataset], resume=True)
+    if os.path.isfile(args.output):
+        read_teacher_run(args.output)  # a line that is no record is named now, not after the model loads
     if needs_backend(method):
         check_model_args(args, method, args.model or args.llm_default_model)
     data = load_dataset(args.dataset, args.split).first_queries(args.queries)
-    first = first_stage(data, args.first_stage, args.first_stage_k, args.dense_model).subset(data.queries)
+    kind = args.first_stage
+    if data.candidates is not None and kind != "bm25":
+        print(f"note: {data.source} has its own candidates; --first-stage {kind} is not used", file=sys.stderr)
+        kind = "bm25"
+    first = first_stage(data, kind, args.first_stage_k, args.dense_model, progress=sys.stderr.isatty())
     options = parse_options(args.options)
     if options.get("rationalize") is True:  # rationalization explains the judged labels: give it the qrels
         if not data.qrels:
@@ -154,15 +103,14 @@ def run(args) -> int:
     if args.rationales and not getattr(reranker, "has_rationales", False):
         raise LlmrankError(f"--rationales: method '{method}' writes no explanations; use --method rationale")
     try:
-        if _world_size() > 1:
-            stats = _run_sharded(reranker, data, first, args)
-        else:
-            stats = run_teacher(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
+        stats = teach(reranker, data, first, args.top_k, args.output, require_rationales=args.rationales)
     finally:
         if backend is not None:
             backend.close()
-    if stats is None:  # a worker process of a sharded run: the main process reports
+    if not stats["main_process"]:  # a worker process of a sharded run: the main process reports
         return 0
+    if stats["processes"] > 1:
+        print(f"{stats['processes']} processes taught {stats['done']} queries into {args.output}", file=sys.stderr)
     print(f"{args.output}: {stats['queries']} queries, {stats['done']} done now, {stats['skipped']} skipped "
           f"(already in the file), top-{args.top_k} ranked by {method}", file=sys.stderr)
     if stats["repaired_bytes"]:

@@ -76,23 +76,27 @@ def _sibling_qrels(path: Path) -> Qrels | None:
     return None
 
 
-def load_dataset(path: str | Path, split: str = "test", query_field: str = "query") -> RankingData:
+def load_dataset(path: str | Path, split: str = "test", query_field: str = "query", documents: str = "short") -> RankingData:
     """Load any accepted layout. ``split`` picks BEIR qrels or the BRIGHT task.
 
     A candidates JSON (or a directory holding exactly one) picks up a ``qrels.txt`` lying beside it.
     """
     kind = detect_layout(path)
+    if kind != "bright" and (query_field != "query" or documents != "short"):
+        raise LlmrankError(f"{path}: query_field and documents choose BRIGHT's query texts and documents; this is "
+                           f"a {kind} dataset")
     if kind == "beir":
         return load_beir(path, split)
     if kind == "bright":
-        return load_bright(path, split, query_field=query_field)
+        return load_bright(path, split, query_field=query_field, documents=documents)
     if kind == "jsonl":
         return load_jsonl(path)
     p = Path(path)
     if p.is_dir():
         p = next(f for f in sorted(p.glob("*.json")) if _is_candidates_json(f))
-    data = load_candidates_json(p)
-    data.qrels = _sibling_qrels(p)
+    qrels = _sibling_qrels(p)
+    data = load_candidates_json(p, need_qids=qrels is not None)
+    data.qrels = qrels
     return data
 
 
@@ -106,7 +110,7 @@ def load_run(path: str | Path, lenient: bool = False, issues=None) -> Candidates
     if not p.is_file():
         raise LlmrankError(f"{p}: file not found")
     if _is_candidates_json(p):
-        run = load_candidates_json(p).candidates
+        run = load_candidates_json(p, need_qids=True).candidates
         if not len(run):
             raise LlmrankError(f"{p}: the run is empty (a candidates JSON with no queries)")
         return run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmrank.data.io import read_jsonl, require
+from llmrank.data.io import read_jsonl, require, require_text
 from llmrank.data.trec import read_qrels
 from llmrank.data.types import Doc, Query, RankingData
 from llmrank.errors import LlmrankError
@@ -55,7 +55,7 @@ def load_beir(path: str | Path, split: str = "test") -> RankingData:
             raise LlmrankError(f"{where}: duplicate query _id '{qid}' (first at line {seen[qid]})")
         seen[qid] = lineno
         if qid in qrels:
-            queries[qid] = Query(qid, require(rec, "text", where), rec.get("metadata") or {})
+            queries[qid] = Query(qid, require_text(rec, "text", where), rec.get("metadata") or {})
     missing = [q for q in qrels if q not in queries]
     if missing:
         raise LlmrankError(f"{qrels_path}: {len(missing)} judged queries are not in {qfile} (first: {missing[0]})")

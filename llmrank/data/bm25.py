@@ -12,9 +12,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llmrank.cache import cache_root, corpus_key, discard, publish, scratch_dir, seal, verify
+from llmrank.cache import cache_root, corpus_key, discard, publish, seal, verify
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
+from llmrank.outputs import temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class BM25Index:
         self.retriever = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
         self.retriever.index(tokens, show_progress=show_progress)
         # each builder writes its own folder and renames it into place: concurrent builders never share one
-        tmp = scratch_dir(path)
+        tmp = temp_dir(path)
         try:
             self.retriever.save(str(tmp), show_progress=False)
             (tmp / "docids.json").write_text(json.dumps(self.docids), encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -116,16 +117,70 @@ def require(record: dict, key: str, where: str, kind: type | tuple[type, ...] = 
     return value
 
 
+def require_text(record: dict, key: str, where: str) -> str:
+    """``record[key]`` as a string with some text in it: an empty or whitespace-only query means nothing."""
+    value = require(record, key, where, str)
+    if not value.strip():
+        raise LlmrankError(f"{where}: key '{key}' is {'empty' if not value else 'only whitespace'}; "
+                           "a query needs text to rank documents against")
+    return value
+
+
+def whole_grade(value, where: str) -> int:
+    """A relevance grade: a whole, finite number (``2`` or ``2.0``); a fraction, NaN or a bool is refused,
+    never truncated."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LlmrankError(f"{where}: a relevance grade is a whole number, got {value!r}")
+    if not math.isfinite(value) or value != int(value):
+        raise LlmrankError(f"{where}: a relevance grade is a whole number, got {value!r}")
+    return int(value)
+
+
+def output_mode(path: str | Path) -> int:
+    """The mode a file written to ``path`` gets: the replaced file's own, else what ``open()`` would give
+    (0666 less the umask) — not the 0600 of a temporary file."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half a file."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (the mode of the file it replaces kept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, output_mode(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def same_paths(value):
+    """``value`` with every string that names an existing local path (it holds a ``/``) replaced by its
+    resolved absolute path, so that ``../shared/data/scifact`` and ``/work/shared/data/scifact`` (one folder
+    spelled from two places) give one stage hash and a run is not redone for the spelling of its data."""
+    if isinstance(value, dict):
+        return {k: same_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [same_paths(v) for v in value]
+    if isinstance(value, str) and "/" in value and "://" not in value and "\n" not in value:
+        try:  # prose with a slash (an eval note) is no path: too long a name is an OSError
+            p = Path(value).expanduser()
+            if p.exists():
+                return str(p.resolve())
+        except (OSError, ValueError):
+            pass
+    return value

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from llmrank.data.io import atomic_write_text, open_text, require
+from llmrank.data.io import atomic_write_text, open_text, require, require_text
 from llmrank.data.types import Candidates, Doc, Qrels, Query, RankingData
 from llmrank.errors import LlmrankError
 from llmrank.outputs import WRITTEN_BY
@@ -99,6 +99,9 @@ def read_qrels(path: str | Path) -> Qrels:
             judged = qrels.setdefault(qid, {})
             if docid in judged:
                 raise LlmrankError(f"{path}:{lineno}: query {qid} judges doc {docid} twice")
+            if value != int(value):
+                raise LlmrankError(f"{path}:{lineno}: relevance grade '{grade}' is not a whole number "
+                                   "(graded qrels use 0, 1, 2, …; a fraction would be truncated)")
             judged[docid] = int(value)
     if not qrels:
         raise LlmrankError(f"{path}: no judgements found")
@@ -119,12 +122,17 @@ def read_topics(path: str | Path) -> dict[str, Query]:
             parts = line.rstrip("\n").split("\t", 1)
             if len(parts) != 2:
                 raise LlmrankError(f"{path}:{lineno}: a topics line is 'qid<TAB>query'")
+            if not parts[1].strip():
+                raise LlmrankError(f"{path}:{lineno}: query '{parts[0]}' has no text")
             queries[parts[0]] = Query(parts[0], parts[1])
     return queries
 
 
-def load_candidates_json(path: str | Path) -> RankingData:
-    """Candidate lists in the RankGPT / rank_llm shape: ``[{query, hits: [{content, qid, docid, rank, score}]}]``."""
+def load_candidates_json(path: str | Path, need_qids: bool = False) -> RankingData:
+    """Candidate lists in the RankGPT / rank_llm shape: ``[{query, hits: [{content, qid, docid, rank, score}]}]``.
+
+    Items without a ``qid`` (on the item or its hits) get their position as id, unless ``need_qids`` (a run
+    to evaluate, or a dataset with qrels beside it: an invented id would match no judgement)."""
     path = Path(path)
     with open_text(path) as f:
         try:
@@ -136,16 +144,22 @@ def load_candidates_json(path: str | Path) -> RankingData:
     queries: dict[str, Query] = {}
     docs: dict[str, Doc] = {}
     lists: dict[str, list[tuple[str, float]]] = {}
+    first_at: dict[str, str] = {}
     for i, item in enumerate(items):
         where = f"{path}: item {i}"
         if not isinstance(item, dict):
             raise LlmrankError(f"{where}: expected an object with 'query' and 'hits'")
-        text = require(item, "query", where)
+        text = require_text(item, "query", where)
         hits = require(item, "hits", where, list)
+        if not hits:
+            raise LlmrankError(f"{where}: key 'hits' is an empty list; a query needs at least one candidate document")
         qid = item.get("qid")
-        if qid is None and hits and isinstance(hits[0], dict):
+        if qid is None and isinstance(hits[0], dict):
             qid = hits[0].get("qid")
-        qid = str(i if qid is None else qid)
+        if qid is None and need_qids:
+            raise LlmrankError(f"{where}: no query id: give 'qid' on the item or on its hits (key 'qid'), so the "
+                               "run can be matched with the judgements")
+        qid = str(i if qid is None else qid)  # reranking alone: positions as ids
         if qid in queries:
             raise LlmrankError(f"{where}: duplicate qid '{qid}'")
         entries = []
@@ -155,10 +169,17 @@ def load_candidates_json(path: str | Path) -> RankingData:
             if not isinstance(hit, dict):
                 raise LlmrankError(f"{hw}: expected an object with 'docid' and 'content'")
             docid = str(require(hit, "docid", hw, (str, int)))
+            if "qid" in hit and str(hit["qid"]) != qid:
+                raise LlmrankError(f"{hw}: key 'qid' is '{hit['qid']}', but the item's query is '{qid}'")
             if docid in seen:
                 raise LlmrankError(f"{hw}: doc {docid} is listed twice for query {qid} (first as hit {seen[docid]})")
             seen[docid] = j
-            docs[docid] = Doc(docid, require(hit, "content", hw))
+            content = require(hit, "content", hw)
+            if docid in docs and docs[docid].text != content:
+                raise LlmrankError(f"{hw}: doc {docid} has another 'content' than in {first_at[docid]}; one docid "
+                                   "is one document")
+            first_at.setdefault(docid, f"item {i}")
+            docs[docid] = Doc(docid, content)
             score, rank = hit.get("score"), hit.get("rank", j + 1)
             try:
                 entries.append((docid, float(score) if score is not None else float(len(hits) - j), int(rank)))

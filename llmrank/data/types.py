@@ -118,6 +118,7 @@ class RankingData:
     excluded: dict[str, set[str]] = field(default_factory=dict)
     source: str = ""
     kind: str = ""
+    query_source: str = ""  # what the query texts are when not the dataset's plain queries (BRIGHT reasoning)
 
     def first_queries(self, n: int | None) -> RankingData:
         """The same data restricted to the first ``n`` queries (in candidate order when there are candidates)."""
@@ -134,4 +135,5 @@ class RankingData:
             excluded={q: v for q, v in self.excluded.items() if q in keep},
             source=self.source,
             kind=self.kind,
+            query_source=self.query_source,
         )

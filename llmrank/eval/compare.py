@@ -60,7 +60,11 @@ class Cell:
         if self.label:
             return self.label
         p = self.prompt_template()
+        from llmrank.students import is_student_dir
+
         model = Path(self.model).name if self.model else "server"
+        if model in ("merged", "adapter") and is_student_dir(self.model):  # a student folder: named by its run (runs/x/distill/merged)
+            model = "/".join(Path(self.model).parts[-3:])
         parts = [model, self.method] + ([p.name] if p is not None else [])
         if self.backend not in ("hf",):
             parts.append(self.backend)

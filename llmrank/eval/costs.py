@@ -44,7 +44,18 @@ def cost_lines(rows: dict) -> list[str]:
                          + (f" ({c['calls_per_query']:.0f} model calls)" if c.get("calls_per_query") else ""))
         elif row in rows:
             cells.append(f"{LABELS[row]} not measured (candidates given)")
+    others = [r for r in rows if r not in LABELS]  # saved students of other runs (eval.students), measured here too
+    for row in others:
+        c = (rows.get(row) or {}).get("cost") or {}
+        if c.get("seconds_per_query"):
+            cells.append(f"{row} {c['seconds_per_query'] * 1000:.0f} ms")
     lines = ["Cost per query on this machine: " + "; ".join(cells) + "."] if cells else []
+    s = ((rows.get("student") or {}).get("cost") or {}).get("seconds_per_query")
+    for row in others:
+        o = ((rows.get(row) or {}).get("cost") or {}).get("seconds_per_query")
+        if o and s:
+            lines.append(f"{row}-to-student cost ratio: {o / s:.1f}× (the student ranks {o / s:.1f}× "
+                         + ("faster" if o >= s else "slower, i.e. " + f"{s / o:.1f}× the cost") + f" than {row}, measured in this run).")
     tc, sc = (rows.get("teacher") or {}).get("cost") or {}, (rows.get("student") or {}).get("cost") or {}
     t, s = tc.get("seconds_per_query"), sc.get("seconds_per_query")
     if t and s:

@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 
 from llmrank.eval.costs import LABELS
-REWARD_CURVES = {"grpo": [("reward", "mean reward")],
-                 "dpo": [("rewards/accuracies", "reward accuracy"), ("rewards/margins", "reward margin")]}
-"""What the report plots against step for each refine method (keys of the trainer's logged rows)."""
+
+REHEARSAL_SUFFIX = "-REHEARSAL"
+"""Added to the name of a recipe rehearsed on a CPU (llmrank.rehearse): its run folder, and what makes the
+report say REHEARSAL at its top."""
 
 
 def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
@@ -48,21 +49,10 @@ def _table(rows: dict, metrics: list[str], top_k: int = 0) -> list[str]:
 
 def _write_if_changed(path: Path, data: bytes) -> None:
     """Replace ``path`` (atomically) only when its bytes change: re-running a finished recipe rewrites nothing."""
-    import os
-    import tempfile
+    from llmrank.data.io import atomic_write_bytes
 
-    if path.is_file() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
 
 
 def _save_png(fig, path: Path) -> None:
@@ -95,8 +85,8 @@ def _plots(name: str, rows: dict, out: Path) -> list[str]:
         _save_png(fig, f)
         plt.close(fig)
         files.append(f.name)
-    if "student" in rows:
-        base = "student_before" if "student_before" in rows else "first_stage"
+    base = "student_before" if "student_before" in rows else "first_stage"
+    if "student" in rows and base in rows:  # (an eval of the student row alone has no baseline to plot against)
         after, before = rows["student"]["per_query"], rows[base]["per_query"]
         deltas = sorted(after[q] - before.get(q, 0.0) for q in after)
         fig, ax = plt.subplots(figsize=(6, 3))
@@ -116,10 +106,12 @@ def _refine_plot(runner) -> tuple[list[str], str | None]:
     """The refine stage's reward curve (GRPO: mean reward; DPO: reward accuracy and margin) against step, and
     a line comparing the first and the last quarter of the logged steps."""
     from llmrank.training.refined import read_trainer_log
+    from llmrank.training.refiners import REFINERS, get_refiner
 
     r = runner.recipe.refine
     rows = read_trainer_log(runner.stage_dir("refine")) if r is not None else []
-    curves = [(k, name) for k, name in REWARD_CURVES.get(r.method if r else "", []) if any(k in x for x in rows)]
+    spec = get_refiner(r.method).curves if r is not None and r.method in REFINERS else []
+    curves = [(k, name) for k, name in spec if any(k in x for x in rows)]
     if not curves:
         return [], None
     import matplotlib
@@ -197,6 +189,13 @@ def write_report(runner) -> str:
     eval_dir = runner.stage_dir("eval")
     recipe = runner.recipe
     md = [f"# llmrank run `{recipe.name}`", ""]
+    if recipe.name.endswith(SUFFIX := REHEARSAL_SUFFIX):  # nothing a rehearsal writes may pass for the real run
+        md = [f"# REHEARSAL of `{recipe.name.removesuffix(SUFFIX)}`: tiny stand-in models, a few queries, one step",
+              "", "**REHEARSAL — not a real run.** The numbers below say that the recipe's stages fit together, "
+              "nothing about quality, speed or memory.", ""] + md
+    gen_stats = runner.stage_dir("generate") / "stats.md"
+    if getattr(recipe, "generate", None) is not None and gen_stats.is_file():  # queries written from the corpus
+        md += ["## Training queries generated from the corpus", "", gen_stats.read_text().strip(), ""]
     teach_manifest = runner.stage_dir("teach") / "manifest.json"
     t = recipe.teacher
     md.append(f"Teacher: **{t.method}**" + (f" over {[m.method + ':' + m.model for m in t.members]}" if t.members else f" with `{t.model}`"))
@@ -213,7 +212,8 @@ def write_report(runner) -> str:
         d = recipe.distill
         how = f"loss `{d.loss}`" if hasattr(d, "loss") else "SFT on the teacher's rationales"
         tuned = "every layer fine-tuned" if d.finetune == "full" else f"LoRA r{d.lora.get('r', 16)}"
-        md.append(f"Student ({d.kind}): `{d.model}`, {tuned}, {how}, prompt `{d.prompt}`, "
+        prompt = f"prompt `{d.prompt}`, " if getattr(d, "prompt", None) else ""  # a bi-encoder has none
+        md.append(f"Student ({d.kind}): `{d.model}`, {tuned}, {how}, {prompt}"
                   + (f"global batch {d.global_batch_size}, " if d.global_batch_size else "")
                   + f"training {d.training}")
     if recipe.refine:
@@ -237,7 +237,7 @@ def write_report(runner) -> str:
     for name in names:
         rows = {}
         extra = sorted(p.stem for p in (eval_dir / name).glob("student_*.json") if p.stem not in ev.baselines)
-        for row in [*ev.baselines, *extra]:
+        for row in dict.fromkeys([*ev.baselines, *extra, *ev.students]):
             f = eval_dir / name / f"{row}.json"
             if f.is_file():
                 rows[row] = json.loads(f.read_text())
@@ -245,7 +245,11 @@ def write_report(runner) -> str:
             continue
         n = next(iter(rows.values()))["queries"]
         table = _table(rows, ev.metrics, ev.top_k)
-        md += [f"## {name} ({n} queries, top-{ev.top_k} reranked)", "", *table, ""]
+        md += [f"## {name} ({n} queries, top-{ev.top_k} reranked)", ""]
+        source = next((r["query_source"] for r in rows.values() if r.get("query_source")), "")
+        if source:  # BRIGHT's reasoning rows: which query text was ranked (LLM-written or the annotators')
+            md += [f"Queries: {source}.", ""]
+        md += [*table, ""]
         from llmrank.eval.costs import cost_lines
 
         costs = cost_lines(rows)
@@ -259,7 +263,7 @@ def write_report(runner) -> str:
                 f"{m} {rows['student_refined']['metrics'].get(m, float('nan')) - rows['student']['metrics'].get(m, float('nan')):+.4f}"
                 for m in ev.metrics) + ".", ""]
         md += [f"![{f}]({eval_dir.name}/{f})" for f in _plots(name, rows, eval_dir)] + [""]
-        terminal += [f"{name} ({n} queries)", *table, *costs, *agree, ""]
+        terminal += [f"{name} ({n} queries)" + (f"; queries: {source}" if source else ""), *table, *costs, *agree, ""]
     _write_if_changed(runner.root / "report.md", "\n".join(md).encode("utf-8"))
     terminal.append(f"report: {runner.root / 'report.md'}")
     return "\n".join(terminal)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from llmrank.data import load_dataset, write_run
 from llmrank.data.bm25 import ensure_candidates
-from llmrank.data.io import atomic_write_text
+from llmrank.data.io import atomic_write_text, same_paths
 from llmrank.errors import LlmrankError
 from llmrank.eval.metrics import default_rel_threshold, evaluate
-from llmrank.recipe import SUITES_DIR, EvalDataset, eval_entries, load_suite, same_paths
+from llmrank.eval.suites import SUITES_DIR, EvalDataset, eval_entries, load_suite
 from llmrank.rerankers.base import total_cost
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ __all__ = ["SUITES_DIR", "evaluate_recipe", "row_key", "suite_datasets"]
 
 def suite_datasets(suite: str) -> list[dict]:
     """The datasets of an eval suite YAML (``eval/<suite>.yaml`` or a path, ``:variant`` for one of its
-    variants), each validated as a recipe's ``eval.datasets`` entry (:class:`~llmrank.recipe.EvalDataset`):
+    variants), each validated as a recipe's ``eval.datasets`` entry (:class:`~llmrank.eval.suites.EvalDataset`):
     a bad entry names the suite file, its line and the key."""
     return [d.model_dump() for d in load_suite(suite)[1]]
 
@@ -62,7 +62,7 @@ def row_key(recipe, entry: EvalDataset, row: str, students: dict | None = None) 
     """What a table row depends on, hashed: a row file with another key is stale and is computed again
     (the teacher's and first stage's rows survive a change to the student, the zero-shot student's row
     survives retraining)."""
-    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"}), "top_k": recipe.eval.top_k,
+    parts: dict = {"row": row, "entry": entry.model_dump(exclude={"name"} | ({"documents"} if entry.documents == "short" else set())), "top_k": recipe.eval.top_k,
                    "metrics": list(recipe.eval.metrics)}
     if row == "teacher":
         parts["teacher"] = recipe.teacher.model_dump()
@@ -90,56 +90,95 @@ def evaluate_recipe(recipe, eval_dir: Path, students: dict[str, tuple[Path, str]
     ev = recipe.eval
     entries = eval_entries(ev)
     rows = list(ev.baselines) + [r for r in students if r not in ev.baselines]
-    loaded: dict = {}  # student rows do not depend on the dataset: each model is loaded once for all datasets
-    results = {}
-    for entry in entries:
-        name = entry.label()
-        data = load_dataset(entry.dataset, entry.split, query_field=entry.query_field).first_queries(entry.queries)
-        if not data.qrels:
-            raise LlmrankError(f"eval dataset {entry.dataset} (split {entry.split}) has no judgements to evaluate against")
-        first = ensure_candidates(data, max(ev.top_k, 100), show_progress=progress).subset(data.queries)
-        out_dir = Path(eval_dir) / name
-        results[name] = {}
-        for row in rows:
-            if row.startswith("student") and recipe.distill is None:
-                continue
-            if row.startswith("student") and row != "student_before" and row not in students:
-                continue
-            path = out_dir / f"{row}.json"
-            key = row_key(recipe, entry, row, students)
-            if path.is_file():
-                rec = json.loads(path.read_text())
-                if rec.get("key") == key:
-                    results[name][row] = rec
+    # row by row, each over every dataset: one model is resident at a time (a student row's model serves all
+    # datasets, then is released before the next row's model or the teacher's vLLM engine is built)
+    datasets = {}
+    results = {e.label(): {} for e in entries}
+    for row in rows:
+        if row.startswith("student") and recipe.distill is None:
+            continue
+        if row.startswith("student") and row != "student_before" and row not in students:
+            continue
+        student = None
+        try:
+            for entry in entries:
+                name = entry.label()
+                path = Path(eval_dir) / name / f"{row}.json"
+                key = row_key(recipe, entry, row, students)
+                if path.is_file():
+                    rec = json.loads(path.read_text())
+                    if rec.get("key") == key:
+                        results[name][row] = rec
+                        continue
+                if name not in datasets:
+                    data = load_dataset(entry.dataset, entry.split, query_field=entry.query_field,
+                                        documents=entry.documents).first_queries(entry.queries)
+                    if not data.qrels:
+                        raise LlmrankError(f"eval dataset {entry.dataset} (split {entry.split}) has no judgements to "
+                                           "evaluate against")
+                    datasets[name] = (data, ensure_candidates(data, max(ev.top_k, 100), show_progress=progress)
+                                      .subset(data.queries))
+                data, first = datasets[name]
+                rec = _eval_row(recipe, entry, row, key, data, first, students, progress, eval_dir, student)
+                if rec is None:  # a kind without a zero-shot self (a cross-encoder's new head): no row
+                    print(f"[eval] {name}: {row}: none for a {recipe.distill.kind} student, skipped", file=sys.stderr)
                     continue
-            print(f"[eval] {name}: {row} …", file=sys.stderr)
-            if row == "first_stage":
-                from llmrank.eval.costs import first_stage_cost
+                results[name][row] = rec
+                if row.startswith("student") or row in students:
+                    student = results[name][row].pop("_reranker", None) or student
+        finally:
+            if student is not None:
+                from llmrank.rerankers import release
 
-                run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
-            else:
-                if row.startswith("student"):
-                    if row not in loaded:
-                        loaded[row] = _reranker(recipe, row, data.qrels, students)
-                    reranker = loaded[row]
-                else:  # the teacher may read this dataset's qrels (oracle, rationalize)
-                    reranker = _reranker(recipe, row, data.qrels, students)
-                if ev.in_flight:
-                    reranker.in_flight = ev.in_flight
-                # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
-                run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
-                run = run.top(ev.top_k)
-                cost = total_cost(rankings)
-            rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
-                   "query_field": entry.query_field, "queries": len(run),
-                   "metrics": evaluate(run, data.qrels, ev.metrics, default_rel_threshold(data.qrels)),
-                   "rel_threshold": default_rel_threshold(data.qrels),
-                   "per_query": evaluate(run, data.qrels, ["ndcg@10"], per_query=True)["ndcg@10"],
-                   "cost": cost, "scores": {q: [s for _, s in items] for q, items in run.items()}}
-            write_run(run, out_dir / f"{row}.trec", tag=row)
-            atomic_write_text(path, json.dumps(rec))
-            results[name][row] = rec
+                release(student)
+    results = {n: {r: rows_[r] for r in rows if r in rows_} for n, rows_ in results.items()}
     atomic_write_text(Path(eval_dir) / "results.json",
                       json.dumps({n: {r: {k: v[k] for k in ("metrics", "cost", "queries")} for r, v in rows.items()}
                                   for n, rows in results.items()}, indent=1))
     return {"inputs": {"datasets": [e.dataset for e in entries]}}
+
+
+def _eval_row(recipe, entry: EvalDataset, row: str, key: str, data, first, students: dict, progress: bool,
+              eval_dir: Path, student=None) -> dict | None:
+    """One table row on one dataset, written to ``eval/<dataset>/<row>.json``. A student row reuses
+    ``student`` (its model, loaded for the first dataset) and hands it back under ``_reranker``; the teacher
+    is built for this dataset (it may read the qrels: oracle, rationalize) and released after it."""
+    ev = recipe.eval
+    name = entry.label()
+    out_dir = Path(eval_dir) / name
+    print(f"[eval] {name}: {row} …", file=sys.stderr)
+    reranker = None
+    if row == "first_stage":
+        from llmrank.eval.costs import first_stage_cost
+
+        run, cost = first.top(ev.top_k), first_stage_cost(data, ev.top_k)
+    else:
+        if row.startswith("student") or row in students:
+            reranker = student if student is not None else _reranker(recipe, row, data.qrels, students)
+        else:
+            reranker = _reranker(recipe, row, data.qrels, students)
+        if reranker is None:
+            return None
+        try:
+            if ev.in_flight:
+                reranker.in_flight = ev.in_flight
+            # without a terminal, rerank_all prints a line per tenth of the queries (also in logs)
+            run, rankings = reranker.rerank_all(data, first, ev.top_k, progress=progress)
+        finally:
+            if not (row.startswith("student") or row in students):
+                from llmrank.rerankers import release
+
+                release(reranker)
+                reranker = None
+        run = run.top(ev.top_k)
+        cost = total_cost(rankings)
+    rec = {"row": row, "key": key, "dataset": entry.dataset, "split": entry.split,
+           "query_field": entry.query_field, "query_source": data.query_source, "documents": entry.documents,
+           "queries": len(run),
+           "metrics": evaluate(run, data.qrels, ev.metrics, default_rel_threshold(data.qrels)),
+           "rel_threshold": default_rel_threshold(data.qrels),
+           "per_query": evaluate(run, data.qrels, ["ndcg@10"], per_query=True)["ndcg@10"],
+           "cost": cost, "scores": {q: [s for _, s in items] for q, items in run.items()}}
+    write_run(run, out_dir / f"{row}.trec", tag=row)
+    atomic_write_text(out_dir / f"{row}.json", json.dumps(rec))
+    return {**rec, "_reranker": reranker} if reranker is not None else rec

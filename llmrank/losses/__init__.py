@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# name -> "module:Class" under llmrank.losses; classes are imported on first use, so that the names can be
-# checked (a recipe's ``distill.loss``) without importing torch
-_REGISTRY = {
+# name -> "module:Class" under llmrank.losses (or, registered from outside, "package.module:Class" or the
+# class); classes are imported on first use, so that the names can be checked (a recipe's ``distill.loss``)
+# without importing torch
+_REGISTRY: dict[str, Any] = {
     "ranknet": "ranknet:RankNetLoss",
     "margin_mse": "margin_mse:MarginMSELoss",
     "listnet": "listnet:ListNetLoss",
@@ -46,11 +47,58 @@ _CLASSES = {target.split(":")[1]: target for target in _REGISTRY.values()}
 _CLASSES.update({"RankingLoss": "_utils:RankingLoss", "LossError": "_utils:LossError"})
 
 
-def _load(target: str):
+def _load(target):
     import importlib
 
+    if isinstance(target, type):
+        return target
     module, cls = target.split(":")
-    return getattr(importlib.import_module(f"llmrank.losses.{module}"), cls)
+    return getattr(importlib.import_module(module if "." in module else f"llmrank.losses.{module}"), cls)
+
+
+def register_loss(name: str, loss) -> None:
+    """Register a ranking loss under ``name``: a class (or ``"package.module:Class"``) called as
+    ``cls(**loss_options)`` whose instances take the shared call signature (module docstring). Recipes may
+    then say ``distill: {loss: <name>, loss_options: {…}}``; the options are its constructor's parameters."""
+    global LOSS_NAMES
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"register_loss: a loss name is a name such as 'listnet' (got {name!r})")
+    if not (isinstance(loss, type) or (isinstance(loss, str) and ":" in loss)):
+        raise ValueError(f"register_loss({name!r}): give the loss class or 'package.module:Class'")
+    _REGISTRY[name] = loss
+    LOSS_NAMES = tuple(_REGISTRY)
+
+
+def loss_option_problems(name: str, options: dict) -> list[tuple[tuple, str]]:
+    """Problems of a recipe's ``loss_options`` for loss ``name``: ``[(key path under loss_options, message)]``,
+    checked against the loss class's constructor (``combined``: its ``weights`` name losses, and each term's
+    options are that term's). Imports the loss (and torch) only when options are given."""
+    from llmrank.config.options import check_options, signature_options
+
+    if not options:
+        return []
+    if name == "combined":
+        problems: list[tuple[tuple, str]] = []
+        weights = options.get("weights")
+        if not isinstance(weights, dict) or not weights:
+            return [(("weights",), "combined needs weights: {loss name: weight, …}")]
+        for term in weights:
+            if term not in _REGISTRY or term == "combined":
+                problems.append((("weights", term), f"unknown loss {term!r} (one of "
+                                 f"{', '.join(n for n in _REGISTRY if n != 'combined')})"))
+        for key, value in options.items():
+            if key == "weights":
+                continue
+            if key not in weights:
+                problems.append(((key,), f"options of a loss that is not a term (terms: {', '.join(weights)})"))
+            elif not isinstance(value, dict):
+                problems.append(((key,), "a term's options are a mapping"))
+            else:
+                specs, open_ = signature_options(LOSSES[key])
+                problems += [((key, *k), m) for k, m in check_options(specs, value, f"loss {key!r}", open_)]
+        return problems
+    specs, open_ = signature_options(LOSSES[name])
+    return check_options(specs, options, f"loss {name!r}", open_)
 
 
 class _Registry(Mapping):
@@ -104,6 +152,8 @@ def build_loss(name: str, **kwargs: Any):
 __all__ = [
     "LOSSES",
     "LOSS_NAMES",
+    "register_loss",
+    "loss_option_problems",
     "CombinedLoss",
     "ContrastivePartialRankingLoss",
     "GradedBCELoss",

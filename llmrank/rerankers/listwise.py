@@ -19,7 +19,7 @@ from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.base import ranking_from_order
 from llmrank.rerankers.scheduler import StepReranker, run_steps
 from llmrank.rerankers.permutation import parse_permutation
-from llmrank.rerankers.pointwise import truncate_document
+from llmrank.rerankers.pointwise import document_texts
 
 DEFAULT_MAX_DOC_TOKENS = 128
 
@@ -42,10 +42,37 @@ def sliding_windows(n: int, window: int, step: int) -> list[tuple[int, int]]:
     return out
 
 
+def slide(n: int, window: int, step: int, passes: int, reorder):
+    """Sliding-window reranking of ``n`` documents as steps: ``passes`` times, each window of
+    :func:`sliding_windows` from the bottom up is put in the order ``yield from reorder(positions)`` gives
+    (0-based within the window), after the one below it. Returns the final order of ``0..n-1``. Shared by
+    ``listwise`` (a generated permutation per window) and ``first`` (the identifiers' log-probabilities)."""
+    order = list(range(n))
+    for _ in range(passes):
+        for start, end in sliding_windows(n, window, step):
+            positions = order[start:end]
+            perm = yield from reorder(positions)
+            order[start:end] = [positions[i] for i in perm]
+    return order
+
+
+def window_ranking(docs: list[Doc], order: list[int], cost: Counter, counts: Counter, extra: dict):
+    """The ranking of a sliding-window method: ``docs`` in ``order``, its cost (the batch's nonzero ``cost``
+    plus this query's ``counts``) and ``extra``."""
+    ranking = ranking_from_order([docs[i].docid for i in order])
+    cost = Counter({k: v for k, v in cost.items() if v})
+    cost.update(counts)
+    ranking.cost = +cost
+    ranking.extra = extra
+    return ranking
+
+
 class ListwiseReranker(StepReranker):
     """RankGPT sliding-window reranking by generated permutations."""
 
     method = "listwise"
+
+    option_bounds = {"window": {"ge": 2}, "step": {"ge": 1}, "passes": {"ge": 1}, "max_doc_tokens": {"ge": 1}}
 
     def __init__(self, backend: Backend, prompt: str | PromptTemplate = "rankgpt", window: int = 20, step: int = 10,
                  passes: int = 1, max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, max_tokens: int | None = None):
@@ -89,26 +116,18 @@ class ListwiseReranker(StepReranker):
     def steps(self, query: Query, docs: list[Doc], cost: Counter):
         """One window per request, bottom to top, each after the one below it."""
         counts: Counter = Counter()
-        texts = []
-        for d in docs:
-            text, cut = truncate_document(self.backend.tokenizer, d.contents, self.max_doc_tokens)
-            counts["truncated_docs"] += cut
-            texts.append(text)
-        order = list(range(len(docs)))
+        texts = document_texts(self.backend.tokenizer, docs, self.max_doc_tokens, counts)
         outputs: list[str] = []
-        for _ in range(self.passes):
-            for start, end in sliding_windows(len(docs), self.window, self.step):
-                window = order[start:end]
-                perm, repairs, text = yield from self.permute_steps(query.text, [texts[i] for i in window])
-                order[start:end] = [window[i] for i in perm]
-                counts["windows"] += 1
-                counts["repaired_windows"] += bool(repairs)
-                for kind, v in repairs.items():
-                    counts[f"repair_{kind}"] += v
-                outputs.append(text)
-        ranking = ranking_from_order([docs[i].docid for i in order])
-        cost = Counter({key: v for key, v in cost.items() if v})
-        cost.update(counts)
-        ranking.cost = +cost
-        ranking.extra = {"window": self.window, "step": self.step, "passes": self.passes, "outputs": outputs}
-        return ranking
+
+        def reorder(window: list[int]):
+            perm, repairs, text = yield from self.permute_steps(query.text, [texts[i] for i in window])
+            counts["windows"] += 1
+            counts["repaired_windows"] += bool(repairs)
+            for kind, v in repairs.items():
+                counts[f"repair_{kind}"] += v
+            outputs.append(text)
+            return perm
+
+        order = yield from slide(len(docs), self.window, self.step, self.passes, reorder)
+        return window_ranking(docs, order, cost, counts,
+                              {"window": self.window, "step": self.step, "passes": self.passes, "outputs": outputs})

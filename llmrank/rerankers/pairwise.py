@@ -47,7 +47,7 @@ from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.base import Ranking, ranking_from_order, ranking_from_scores
 from llmrank.rerankers.scheduler import StepReranker, run_steps
-from llmrank.rerankers.pointwise import truncate_document
+from llmrank.rerankers.pointwise import document_texts
 
 DEFAULT_MAX_DOC_TOKENS = 256
 STRATEGIES = ("allpair", "heapsort", "bubble")
@@ -190,6 +190,8 @@ class PairwiseReranker(StepReranker):
 
     method = "pairwise"
 
+    option_bounds = {"top_k": {"ge": 1}, "max_doc_tokens": {"ge": 1}, "max_tokens": {"ge": 1}}
+
     def __init__(self, backend: Backend, prompt: str | PromptTemplate = "prp", strategy: str = "allpair",
                  top_k: int = 10, use_logits: bool = True, max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS,
                  variants: bool = True, max_tokens: int = 8):
@@ -247,12 +249,7 @@ class PairwiseReranker(StepReranker):
 
     # -- public API ------------------------------------------------------------------------------------
     def _texts(self, docs: list[Doc], counts: Counter) -> list[str]:
-        texts = []
-        for d in docs:
-            text, cut = truncate_document(self.backend.tokenizer, d.contents, self.max_doc_tokens)
-            counts["truncated_docs"] += cut
-            texts.append(text)
-        return texts
+        return document_texts(self.backend.tokenizer, docs, self.max_doc_tokens, counts)
 
     def preference_matrix(self, query: Query | str, docs: list[Doc]) -> np.ndarray:
         """``P[i, j] = pref(i > j)`` for every pair (diagonal 0.5); ``P + P.T == 1`` exactly."""

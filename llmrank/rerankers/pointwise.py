@@ -32,6 +32,17 @@ def truncate_document(tokenizer, text: str, max_tokens: int | None) -> tuple[str
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), True
 
 
+def document_texts(tokenizer, docs, max_tokens: int | None, counts) -> list[str]:
+    """Each document's text cut to ``max_tokens`` (:func:`truncate_document`); ``counts["truncated_docs"]``
+    grows by the number cut (the methods that show several documents at once)."""
+    texts = []
+    for d in docs:
+        text, cut = truncate_document(tokenizer, d.contents, max_tokens)
+        counts["truncated_docs"] += cut
+        texts.append(text)
+    return texts
+
+
 def build_pointwise_prompt(prompt: PromptTemplate, tokenizer, query: str, document: str,
                            max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS) -> tuple[str, bool]:
     """The model input for one (query, document) pair, and whether the document was truncated."""

@@ -29,7 +29,7 @@ from collections import Counter
 from llmrank.backends.base import Backend, GenerateRequest, GenerationParams
 from llmrank.data.types import Doc, Query
 from llmrank.errors import LlmrankError
-from llmrank.prompts import PromptTemplate, load_prompt, render_chat
+from llmrank.prompts import PromptTemplate, load_prompt, render_chat, split_thinking
 from llmrank.rerankers.base import ranking_from_scores
 from llmrank.rerankers.scheduler import StepReranker
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS, truncate_document
@@ -54,9 +54,10 @@ def parse_rationale(text: str, graded: bool | None = None, max_grade: int = 3) -
     relevant`` (1 or 0), or ``Score: 2`` / ``Grade: 3/3`` (the grade, which must lie in 0..max_grade);
     failing those, a last line that is just ``yes``/``no``/a grade. ``graded=False`` reads yes/no forms
     only, ``graded=True`` grades only, ``None`` either. The explanation is the text before the verdict's
-    line (the whole text when there is no verdict).
+    line (the whole text when there is no verdict). A ``<think>…</think>`` block is passed over: the verdict
+    and the explanation are read after it (a block never closed leaves no verdict).
     """
-    text = text or ""
+    text = split_thinking(text)[1]  # a think block's musings are no verdict: read what follows it
     found: list[tuple[int, float | None]] = []  # (start, score) of each candidate verdict
     if graded is not True:
         found += [(m.start(), _word_score(m.group(1))) for m in _VERDICT.finditer(text)]
@@ -98,10 +99,12 @@ def build_rationale_messages(prompt: PromptTemplate, tokenizer, query: str, docu
 
 
 def build_rationale_prompt(prompt: PromptTemplate, tokenizer, query: str, document: str,
-                           max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, **fields) -> tuple[str, bool]:
-    """The model input for one (query, document) judgement, and whether the document was truncated."""
+                           max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, thinking: bool = False,
+                           **fields) -> tuple[str, bool]:
+    """The model input for one (query, document) judgement, and whether the document was truncated;
+    ``thinking`` lets a thinking chat template think first (:func:`llmrank.prompts.render_chat`)."""
     messages, truncated = build_rationale_messages(prompt, tokenizer, query, document, max_doc_tokens, **fields)
-    return render_chat(tokenizer, messages), truncated
+    return render_chat(tokenizer, messages, thinking=thinking), truncated
 
 
 RATIONALIZE_SUFFIX = "_rationalize"
@@ -143,8 +146,13 @@ class RationaleReranker(StepReranker):
     def __init__(self, backend: Backend, prompt: str | PromptTemplate = "rationale",
                  max_doc_tokens: int | None = DEFAULT_MAX_DOC_TOKENS, max_tokens: int = 192,
                  temperature: float = 0.0, seed: int = 0, rationalize: bool = False, qrels=None,
-                 min_grade: int = 1):
+                 min_grade: int = 1, thinking: bool = False):
         self.backend = backend
+        if not isinstance(thinking, bool):
+            raise LlmrankError(f"option thinking: expected true or false, got {thinking!r}")
+        # a model whose chat template can think (Qwen3's enable_thinking) reasons in a <think> block before
+        # its judgement: the verdict is read after the block and the block's tokens are counted (think_tokens)
+        self.thinking = thinking
         self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
         if self.prompt.method != "rationale":
             raise ValueError(f"prompt '{self.prompt.name}' is for {self.prompt.method}, not rationale")
@@ -184,6 +192,8 @@ class RationaleReranker(StepReranker):
                "temperature": self.params.temperature, "seed": self.params.seed}
         if self.rationalize:  # absent when off, so the keys of runs made before the option existed still hold
             key.update(rationalize=True, min_grade=self.min_grade)
+        if self.thinking:
+            key["thinking"] = True
         return key
 
     def label_of(self, qid: str, docid: str) -> float:
@@ -200,7 +210,7 @@ class RationaleReranker(StepReranker):
 
     def prompts_for(self, query: str, documents: list[str], labels: list[str] | None = None) -> tuple[list[str], int]:
         built = [build_rationale_prompt(self.prompt, self.backend.tokenizer, query, d, self.max_doc_tokens,
-                                        **({} if labels is None else {"label": labels[i]}))
+                                        thinking=self.thinking, **({} if labels is None else {"label": labels[i]}))
                  for i, d in enumerate(documents)]
         return [p for p, _ in built], sum(t for _, t in built)
 
@@ -215,9 +225,11 @@ class RationaleReranker(StepReranker):
         prompts, truncated = self.prompts_for(query.text, [d.contents for d in docs],
                                               None if labels is None else [self._label_word(v) for v in labels])
         gens = yield GenerateRequest(prompts, self.params)
-        scores, rationales, verdicts, failures, mismatch = [], {}, {}, 0, 0
+        scores, rationales, verdicts, failures, mismatch, thought = [], {}, {}, 0, 0, 0
         for i, (doc, gen) in enumerate(zip(docs, gens)):
             explanation, verdict = parse_rationale(gen.text, self.graded, self.max_grade)
+            think = split_thinking(gen.text)[0]
+            thought += self.backend.count_tokens(think) if think else 0
             if verdict is None:
                 failures += 1
             if labels is not None:
@@ -229,6 +241,45 @@ class RationaleReranker(StepReranker):
         cost = Counter({k: v for k, v in cost.items() if v})
         cost["parse_failures"] = failures
         cost["truncated_docs"] = truncated
+        if thought:
+            cost["think_tokens"] = thought
         if labels is not None:
             cost["rationalize_mismatch"] = mismatch
         return ranking_from_scores(docs, scores, rationales=rationales, cost=cost, extra={"verdicts": verdicts})
+
+
+# -- the strict reading (rewards, refine pairs): the answer must be exactly the expected form -------------
+
+VERDICT_LINE = re.compile(r"[*_\s]*verdict[*_\s]*:[*_\s]*(yes|no)[*_\s]*[.!]?[*_\s]*", re.I)
+GRADE_LINE = re.compile(r"[*_\s]*(?:score|grade)[*_\s]*:[*_\s]*([0-9]+)(?:\s*/\s*[0-9]+)?[*_\s]*\.?[*_\s]*", re.I)
+ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+
+
+def answer_span(text: str, tags: bool = False) -> str | None:
+    """The answer part of a completion: with ``tags``, the inside of its only ``<answer>…</answer>`` (None
+    when there is not exactly one, or when anything but whitespace follows it); otherwise its last
+    non-empty line (None for an empty completion)."""
+    text = text or ""
+    if tags:
+        found = list(ANSWER_TAG.finditer(text))
+        if len(found) != 1 or text[found[0].end():].strip():
+            return None
+        return found[0].group(1).strip()
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def strict_verdict(text: str, graded: bool = False, max_grade: int = 3, tags: bool = False) -> float | None:
+    """The verdict (yes = 1.0, no = 0.0) or grade (0..max_grade) of a completion whose answer is exactly
+    ``Verdict: yes|no`` (or ``Score: g`` / ``Grade: g`` when ``graded``); None otherwise."""
+    span = answer_span(text, tags)
+    if span is None:
+        return None
+    line = span.strip()
+    pattern = GRADE_LINE if graded else VERDICT_LINE
+    if not pattern.fullmatch(line):
+        return None
+    value = parse_rationale(line, graded=graded, max_grade=max_grade)[1]
+    if value is None or (graded and not 0 <= value <= max_grade):
+        return None
+    return value

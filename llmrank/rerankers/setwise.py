@@ -29,7 +29,7 @@ from llmrank.data.types import Doc, Query
 from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.pairwise import heap_top_k_steps, parse_choice, sorted_order_ranking
 from llmrank.rerankers.scheduler import StepReranker, run_steps
-from llmrank.rerankers.pointwise import truncate_document
+from llmrank.rerankers.pointwise import document_texts
 
 DEFAULT_MAX_DOC_TOKENS = 128
 STRATEGIES = ("heapsort", "bubble")
@@ -44,6 +44,8 @@ class SetwiseReranker(StepReranker):
     """Best-of-c comparisons driving a heapsort or bubble sort of the top-k."""
 
     method = "setwise"
+
+    option_bounds = {"set_size": {"ge": 2}, "top_k": {"ge": 1}, "max_doc_tokens": {"ge": 1}, "max_tokens": {"ge": 1}}
 
     def __init__(self, backend: Backend, prompt: str | PromptTemplate = "setwise", strategy: str = "heapsort",
                  set_size: int = 4, top_k: int = 10, use_logits: bool = True,
@@ -104,11 +106,7 @@ class SetwiseReranker(StepReranker):
     def steps(self, query: Query, docs: list[Doc], cost: Counter):
         """One set prompt per request."""
         counts: Counter = Counter()
-        texts = []
-        for d in docs:
-            text, cut = truncate_document(self.backend.tokenizer, d.contents, self.max_doc_tokens)
-            counts["truncated_docs"] += cut
-            texts.append(text)
+        texts = document_texts(self.backend.tokenizer, docs, self.max_doc_tokens, counts)
         cache: dict[tuple[int, ...], int] = {}
         first_won = [0]  # position bias: sets won by the passage shown first (A)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import glob
 import ipaddress
 import json
 import logging
@@ -44,6 +43,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmrank.backends.dtype import canonical
+from llmrank.backends.vllm import no_gpu
 from llmrank.errors import LlmrankError
 from llmrank.serve.export import SCORE_TEMPLATE, SERVE_FILE
 
@@ -100,10 +101,6 @@ def _probe(python: str) -> dict | None:
     return facts if facts.get("found") else None
 
 
-def _no_gpu() -> bool:
-    return not glob.glob("/dev/nvidia[0-9]*")
-
-
 def find_vllm_python(python: str | os.PathLike | None = None) -> VLLMPython:
     """The python that runs vLLM: ``python``, ``$LLMRANK_VLLM_PYTHON``, ``<repo>/.venv-vllm/bin/python``,
     else this python if it has vLLM. A python named explicitly (argument or variable) must work."""
@@ -113,12 +110,12 @@ def find_vllm_python(python: str | os.PathLike | None = None) -> VLLMPython:
             facts = _probe(str(path))
             if facts is None:
                 raise LlmrankError(f"{source} {path}: not a python that can import vLLM; {INSTALL_HINT}")
-            return VLLMPython(str(path), facts["version"], facts["cpu"] or _no_gpu(), source)
+            return VLLMPython(str(path), facts["version"], facts["cpu"] or no_gpu(), source)
     for path, source in ((VENV_PYTHON, ".venv-vllm"), (Path(sys.executable), "current python")):
         if path.exists():
             facts = _probe(str(path))
             if facts is not None:
-                return VLLMPython(str(path), facts["version"], facts["cpu"] or _no_gpu(), source)
+                return VLLMPython(str(path), facts["version"], facts["cpu"] or no_gpu(), source)
     raise LlmrankError(f"vLLM is not installed (no {VENV_PYTHON}, and {sys.executable} has no vllm); {INSTALL_HINT}")
 
 
@@ -156,7 +153,12 @@ def _config_dtype(model_dir: Path) -> str:
     return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
 
 
-_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
+def _is_classifier(model_dir: Path) -> bool:
+    try:
+        archs = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return bool(archs) and str(archs[0]).endswith("ForSequenceClassification")
 
 
 def serve_spec(model: str | os.PathLike, runner: str | None = None, dtype: str | None = None,
@@ -189,8 +191,7 @@ def serve_spec(model: str | os.PathLike, runner: str | None = None, dtype: str |
     runner = runner or export_runner
     if runner not in ("pooling", "generate"):
         raise LlmrankError(f"unknown runner '{runner}' (pooling | generate)")
-    dtype = _DTYPE_NAMES.get(dtype or "", dtype) or info.get("dtype") or _config_dtype(model_dir)
-    dtype = _DTYPE_NAMES.get(dtype, dtype)
+    dtype = canonical(dtype or info.get("dtype") or _config_dtype(model_dir))
     # clients may name the model by its served name, the folder as given, or its absolute path
     aliases = [n for n in dict.fromkeys([name, str(model_dir)]) if n != (served_model_name or default_name)]
     spec = ServeSpec(model_dir, runner, served_model_name or default_name, dtype, max_model_len, info=info,
@@ -199,7 +200,11 @@ def serve_spec(model: str | os.PathLike, runner: str | None = None, dtype: str |
         if export_runner != "pooling":
             raise LlmrankError(f"{model_dir}: --runner pooling needs a pointwise export (`llmrank export` of a pointwise "
                                f"student writes {SERVE_FILE} with the scoring head and the chat template)")
+        if info.get("sentence_transformers") == "SentenceTransformer":
+            return spec  # an embedding model (a bi-encoder student): vLLM reads its pooling from modules.json
         spec.hf_overrides = info.get("hf_overrides")
+        if not spec.hf_overrides and not info.get("chat_template") and _is_classifier(model_dir):
+            return spec  # a sequence classifier (a cross-encoder student): vLLM scores its pairs as they are
         template = model_dir / (info.get("chat_template") or SCORE_TEMPLATE)
         if not spec.hf_overrides or not template.is_file():
             raise LlmrankError(f"{serve_file}: a pooling export needs hf_overrides and {template.name}; export it again")
@@ -231,9 +236,10 @@ def server_command(spec: ServeSpec, python: str, host: str = "127.0.0.1", port: 
            "--host", host, "--port", str(port), "--dtype", spec.dtype, "--runner", spec.runner]
     if spec.max_model_len:
         cmd += ["--max-model-len", str(spec.max_model_len)]
-    if spec.runner == "pooling":
-        cmd += ["--hf-overrides", json.dumps(spec.hf_overrides, separators=(",", ":")),
-                "--chat-template", str(spec.chat_template)]
+    if spec.runner == "pooling" and spec.hf_overrides:
+        cmd += ["--hf-overrides", json.dumps(spec.hf_overrides, separators=(",", ":"))]
+    if spec.runner == "pooling" and spec.chat_template:
+        cmd += ["--chat-template", str(spec.chat_template)]
     if cpu and "--enforce-eager" not in extra_args:
         cmd.append("--enforce-eager")  # no graph capture / torch.compile warm-up on CPU
     return cmd + list(extra_args)

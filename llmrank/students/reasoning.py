@@ -34,7 +34,7 @@ labels (``-100`` on every prompt token), so only the assistant turn carries loss
 refuses SmolLM2's ChatML template, which has none and which trl cannot patch.) The trainer is trl's with
 one change: off CUDA/XPU the LM head runs on the answer positions only (trl's fused head projects every
 position there), the same loss and logged metrics at a fraction of the cost — see
-:func:`_completion_trainer_class`.
+:func:`completion_trainer_class`.
 
 **Inference** (:class:`ReasoningStudentReranker`). The student writes its explanation and verdict greedily;
 the text up to and including the last ``Verdict:`` is appended to the prompt and the next-token distribution
@@ -46,9 +46,9 @@ none. An output without a readable verdict is counted in ``cost["parse_failures"
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -64,8 +64,8 @@ from llmrank.prompts import PromptTemplate, load_prompt, render_chat
 from llmrank.rerankers.base import ranking_from_scores
 from llmrank.rerankers.pointwise import DEFAULT_MAX_DOC_TOKENS
 from llmrank.rerankers.rationale import RationaleReranker, build_rationale_messages, parse_rationale
-from llmrank.students.base import (Student, StudentFields, build_config_class, config_dict, freeze_embeddings,
-                                   write_student)
+from llmrank.students.base import Student, StudentFields, config_dict, lazy_names, lora_of, write_training_logs
+from llmrank.teacher import prompt_is_graded, teacher_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ VERDICT_REGEX = r"Verdict:\s*(yes|no)"
 # -- examples ------------------------------------------------------------------------------------------
 
 def _is_graded(prompt: PromptTemplate) -> bool:
-    keys = list(prompt.answers) or ["yes", "no"]
-    return sorted(keys) != ["no", "yes"]
+    return prompt_is_graded(prompt)
 
 
 def _yes_no_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
@@ -92,28 +91,6 @@ def _yes_no_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
         raise LlmrankError(f"prompt '{p.name}' asks for a grade; the reasoning student writes 'Verdict: yes|no' — "
                            "use a yes/no rationale prompt (e.g. 'rationale'); a graded teacher's records still work")
     return p
-
-
-def _teacher_graded(rec: dict, verdicts: dict) -> bool:
-    """Whether a teacher record's verdicts are grades (0..3) rather than yes = 1 / no = 0."""
-    name = str(rec.get("prompt") or (rec.get("reranker") or {}).get("prompt") or "").split("@")[0]
-    if name:
-        try:
-            return _is_graded(load_prompt(name))
-        except LlmrankError:
-            pass
-    return any(v is not None and float(v) > 1 for v in verdicts.values())
-
-
-def teacher_verdicts(rec: dict, top_m: int = 5, min_grade: float = 2.0) -> dict[str, bool | None]:
-    """``{docid: True (yes) | False (no) | None (unknown)}`` for the documents of a teacher record, by the
-    rule in the module docstring: the teacher's own verdicts when recorded, else its ``top_m`` best = yes."""
-    verdicts = (rec.get("extra") or {}).get("verdicts")
-    if isinstance(verdicts, dict) and verdicts:
-        graded = _teacher_graded(rec, verdicts)
-        threshold = min_grade if graded else 0.5
-        return {str(d): (None if v is None else float(v) >= threshold) for d, v in verdicts.items()}
-    return {str(d): i < top_m for i, d in enumerate(rec["ranking"])}
 
 
 def build_sft_examples(data: RankingData, teacher_records: dict[str, dict] | Iterable[dict],
@@ -209,19 +186,26 @@ class ReasoningFields(StudentFields):
     min_grade: float = field(default=2.0, metadata={"help": "for a graded teacher: grades >= min_grade are 'yes' (2: the TREC DL binarisation)"})
 
 
-def __getattr__(name: str):
-    """``ReasoningStudentConfig`` is built on first use (it imports trl)."""
-    if name == "ReasoningStudentConfig":
-        return _config_class()
-    raise AttributeError(name)
+@dataclass
+class GRPOPromptOptions:
+    """``refine.options`` of GRPO for a reasoning student (:func:`build_grpo_prompts`)."""
+
+    per_query: int = field(default=4, metadata={"help": "prompts (documents) per query: half 'yes' targets, the rest the highest-ranked 'no's", "ge": 1})
+    queries: int | None = field(default=None, metadata={"help": "the first N teacher queries only", "ge": 1})
+    top_m: int = field(default=5, metadata={"help": "for a teacher without verdicts: its top_m documents are 'yes'", "ge": 1})
+    balance: bool = field(default=True, metadata={"help": "a query with no 'yes' target gives no prompts"})
 
 
-def _config_class():
-    from trl import SFTConfig
+@dataclass
+class ReasoningDPOOptions:
+    """``refine.options`` of DPO for a reasoning student (:func:`llmrank.students.reasoning.reasoning_pairs`)."""
 
-    return build_config_class(ReasoningFields, SFTConfig, "ReasoningStudentConfig", __name__,
-                              "trl's ``SFTConfig`` + :class:`ReasoningFields`: everything a reasoning student's "
-                              "SFT needs.")
+    samples: int = field(default=4, metadata={"help": "completions the student samples per document; one that disagrees with the target is the rejected answer", "ge": 1})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of those completions", "gt": 0})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "their token budget (default: the student's max_new_tokens)", "ge": 1})
+    per_query: int = field(default=4, metadata={"help": "documents per query: half 'yes' targets, the rest 'no'", "ge": 1})
+    top_m: int = field(default=5, metadata={"help": "for a teacher without verdicts: its top_m documents are 'yes'", "ge": 1})
+    queries: int | None = field(default=None, metadata={"help": "the first N teacher queries only", "ge": 1})
 
 
 def _resolve(model: str) -> str:
@@ -244,7 +228,7 @@ def _tokenize_examples(tokenizer, examples: list[dict], max_length: int | None) 
 _SCALED_LOGITS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
-def _completion_trainer_class():
+def completion_trainer_class():
     """trl's ``SFTTrainer`` with the LM head run on the answer positions only, whatever the device.
 
     trl 1.16 computes the loss through a fused LM head that projects only the positions carrying a label when
@@ -315,16 +299,13 @@ def _completion_trainer_class():
     return CompletionSFTTrainer
 
 
-def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
+def build_sft_trainer(cfg, examples: list[dict], callbacks=None, trainer_cls: type | None = None):
     """``(trainer, tokenizer, base_path, prompt)``: trl's ``SFTTrainer`` (with the LM head on answer positions
-    only, see :func:`_completion_trainer_class`) over the tokenized ``examples``, the base model with a LoRA
-    ``peft_config``, ready to ``train()``. ``cfg`` is a :class:`ReasoningStudentConfig`; its
+    only, see :func:`completion_trainer_class`) over the tokenized ``examples``, the base model with a LoRA
+    ``peft_config``, ready to ``train()`` (``trainer_cls`` replaces the trainer class, e.g. trl's own
+    ``SFTTrainer``). ``cfg`` is a :class:`ReasoningStudentConfig`; its
     ``completion_only_loss`` is set to True unless given."""
     import datasets
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from llmrank.backends.hf import resolve_dtype
 
     prompt = _yes_no_prompt(cfg.prompt)
     other = sorted({ex["prompt"] for ex in examples if ex.get("prompt") and ex["prompt"] != prompt.key})
@@ -332,9 +313,7 @@ def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
         raise LlmrankError(f"the examples were built with prompt {other[0]}, the config says {prompt.key}; "
                            "train with the prompt the examples were built with")
     base_path = _resolve(cfg.model)
-    tok = AutoTokenizer.from_pretrained(base_path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    tok = ReasoningStudent.load_tokenizer(base_path)
     rows, dropped = _tokenize_examples(tok, examples, cfg.max_length)
     if dropped:
         log.warning("%d of %d SFT examples are longer than max_length=%d tokens and are left out (lower "
@@ -343,43 +322,36 @@ def build_sft_trainer(cfg, examples: list[dict], callbacks=None):
         raise LlmrankError(f"every SFT example is longer than max_length={cfg.max_length} tokens")
     if cfg.completion_only_loss is None:
         cfg.completion_only_loss = True
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=resolve_dtype(cfg.dtype))
-    if cfg.finetune == "full":
-        freeze_embeddings(model)
-    lora = None if cfg.finetune == "full" else LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules,
-        task_type="CAUSAL_LM")
-    trainer = _completion_trainer_class()(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
+    _, model, _ = ReasoningStudent.load_for_training(cfg, attach_lora=False)  # trl attaches the LoRA (peft_config)
+    lora = None if cfg.finetune == "full" else ReasoningStudent.lora_config(lora_of(cfg))
+    trainer = (trainer_cls or completion_trainer_class())(model=model, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
                                           processing_class=tok, peft_config=lora, callbacks=callbacks)
     return trainer, tok, base_path, prompt
 
 
-def reasoning_meta(cfg, base_path: str, prompt: PromptTemplate) -> dict:
+def reasoning_meta(cfg, base_path: str, prompt: PromptTemplate, kind: str = "reasoning", fields_cls=None) -> dict:
     """The saved student's metadata; ``parse`` is the rule its output is read with (also what its export
     carries)."""
     answers = {"yes": prompt.answers.get("yes", "yes"), "no": prompt.answers.get("no", "no")}
-    return {"kind": "reasoning", "base_model": str(base_path), "prompt": prompt.path, "prompt_key": prompt.key,
+    return {"kind": kind, "base_model": str(base_path), "prompt": prompt.path, "prompt_key": prompt.key,
             "answers": answers,
             "parse": {"output_format": OUTPUT_FORMAT, "verdict_regex": prompt.output_regex or VERDICT_REGEX,
                       "answers": answers, "scoring": "verdict_logits"},
             "max_doc_tokens": cfg.max_doc_tokens, "max_new_tokens": cfg.max_new_tokens,
-            "config": config_dict(cfg, ReasoningFields)}
+            "config": config_dict(cfg, fields_cls or ReasoningFields)}
 
 
 class ReasoningStudent(Student):
     kind = "reasoning"
+    config_name = "ReasoningStudentConfig"
     fields = ReasoningFields
     base_config = "SFTConfig"
     description = "writes an explanation, then 'Verdict: yes|no'; trained by trl SFT on a teacher's rationales"
     # trl's SFTConfig defaults to bf16 and gradient checkpointing; llmrank's are the pointwise student's
     training_defaults = {**Student.training_defaults, "bf16": False, "gradient_checkpointing": False,
                          "max_length": 1024}
-    refine_methods = ("grpo", "dpo")
+    refine_options = {"grpo": GRPOPromptOptions, "dpo": ReasoningDPOOptions}
     needs_rationales = True
-
-    @classmethod
-    def config_class(cls):
-        return _config_class()
 
     @classmethod
     def check_section(cls, section) -> list[tuple[str, str]]:
@@ -407,14 +379,34 @@ class ReasoningStudent(Student):
         trainer.train(resume_from_checkpoint=resume)
         out = Path(cfg.output_dir)
         if trainer.is_world_process_zero():
-            write_student(trainer.model, tok, out, reasoning_meta(cfg, base_path, prompt), cfg.merge)
-            log_rows = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
-            (out / "adapter" / "trainer_log.json").write_text(json.dumps(log_rows))
-            info = {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step,
-                    "examples": len(examples), "per_device_train_batch_size": cfg.per_device_train_batch_size}
-            (out / "adapter" / "training_info.json").write_text(json.dumps(info))
+            cls.save(trainer.model, tok, out, reasoning_meta(cfg, base_path, prompt, cls.kind, cls.fields), cfg.merge)
+            write_training_logs(trainer, out, {"examples": len(examples),
+                                               "per_device_train_batch_size": cfg.per_device_train_batch_size})
         trainer.accelerator.wait_for_everyone()
         return out
+
+    @classmethod
+    def refine_rows(cls, method: str, student_dir: Path, data, teacher_records: dict, options: dict, *, out: Path,
+                    dtype: str = "float32", seed: int = 0, progress: bool = False) -> tuple[list[dict], dict]:
+        """GRPO: one served rationale prompt per (query, document) (:func:`build_grpo_prompts`);
+        DPO: the teacher's explanation preferred to the student's own disagreeing sample
+        (:func:`llmrank.students.reasoning.reasoning_pairs`)."""
+        if method == "grpo":
+            from transformers import AutoTokenizer
+
+            from llmrank.students import student_meta
+
+            folder, meta = student_meta(student_dir)
+            rows = build_grpo_prompts(data, teacher_records, meta, AutoTokenizer.from_pretrained(folder), seed=seed,
+                                      **options)
+            return rows, {"prompts": len(rows)}
+        if method == "dpo":
+            from llmrank.students import start_model
+
+            model, tok, meta, _ = start_model(student_dir, out, dtype)
+            return reasoning_pairs(data, teacher_records, model, tok, meta, seed=seed, progress=progress, **options)
+        return super().refine_rows(method, student_dir, data, teacher_records, options, out=out, dtype=dtype,
+                                   seed=seed, progress=progress)
 
     @classmethod
     def zero_shot(cls, section, dtype: str | None = None, **backend_options):
@@ -448,6 +440,75 @@ class ReasoningStudent(Student):
 
 
 STUDENT_FILE_NAME = "llmrank_student.json"
+
+
+# -- DPO refinement data -----------------------------------------------------------------------------------
+
+def reasoning_pairs(data: RankingData, teacher_records: dict[str, dict], model, tokenizer, meta: dict,
+                    samples: int = 4, temperature: float = 1.0, max_new_tokens: int | None = None,
+                    per_query: int = 4, top_m: int = 5, queries: int | None = None, seed: int = 0,
+                    progress: bool = False) -> tuple[list[dict], dict]:
+    """Tokenized (prompt, teacher's answer ≻ the student's disagreeing sample) rows for a reasoning student
+    (:mod:`llmrank.training.dpo`'s docstring), and counts. ``model`` is the distilled student (it samples the rejected answers)."""
+    import torch
+
+    from llmrank.prompts import load_prompt
+    from llmrank.rerankers.rationale import build_rationale_messages
+    from llmrank.rerankers.rationale import strict_verdict
+    from llmrank.students.refine_data import each_query, query_docs, relevance_targets
+
+    prompt = load_prompt(meta["prompt"])
+    words = {True: prompt.answers.get("yes", "yes"), False: prompt.answers.get("no", "no")}
+    max_new = int(max_new_tokens or meta.get("max_new_tokens") or 192)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    stats = {"documents": 0, "no_rationale": 0, "teacher_disagrees_with_label": 0, "student_always_right": 0, "pairs": 0}
+    rows = []
+    qids = list(teacher_records)[:queries] if queries else list(teacher_records)
+    it = each_query(qids, "student samples for DPO pairs", progress)
+    if not any((teacher_records[q].get("rationales") for q in qids)):
+        raise LlmrankError("reasoning DPO needs a teacher run with rationales (teacher.method: rationale): the "
+                           "chosen answers are the teacher's explanations")
+
+    model.eval()
+    for qid in it:
+        rec = teacher_records[qid]
+        query, _ = query_docs(data, rec)
+        target = relevance_targets(data, rec, top_m)
+        tverdict = teacher_verdicts(rec, top_m=top_m)
+        rationales = rec.get("rationales") or {}
+        docs = [d for d in rec["ranking"] if d in target]
+        pos = [d for d in docs if target[d]][: max(1, per_query // 2)]
+        neg = [d for d in docs if not target[d]][: per_query - len(pos)]
+        for d in pos + neg:
+            stats["documents"] += 1
+            explanation = (rationales.get(d) or "").strip()
+            if not explanation:
+                stats["no_rationale"] += 1
+                continue
+            if tverdict.get(d) is None or bool(tverdict[d]) != target[d]:
+                stats["teacher_disagrees_with_label"] += 1
+                continue
+            messages, _ = build_rationale_messages(prompt, tokenizer, query.text, data.docs[d].contents,
+                                                   meta.get("max_doc_tokens"))
+            chosen = OUTPUT_FORMAT.format(explanation=explanation, verdict=words[target[d]])
+            p_text, c_text = sft_texts(tokenizer, messages + [{"role": "assistant", "content": chosen}])
+            p_ids = tokenizer.encode(p_text, add_special_tokens=False)
+            with torch.no_grad():
+                gen = model.generate(torch.tensor([p_ids], device=model.device), do_sample=True,
+                                     temperature=temperature, max_new_tokens=max_new, num_return_sequences=samples,
+                                     pad_token_id=tokenizer.pad_token_id, attention_mask=torch.ones(1, len(p_ids), dtype=torch.long, device=model.device))
+            texts = tokenizer.batch_decode(gen[:, len(p_ids):], skip_special_tokens=True)
+            wrong = [t for t in texts if strict_verdict(t) is None or bool(strict_verdict(t)) != target[d]]
+            if not wrong:
+                stats["student_always_right"] += 1
+                continue
+            rejected = rng.choice(wrong).strip()
+            _, r_text = sft_texts(tokenizer, messages + [{"role": "assistant", "content": rejected}])
+            rows.append({"prompt_ids": p_ids, "chosen_ids": tokenizer.encode(c_text, add_special_tokens=False),
+                         "rejected_ids": tokenizer.encode(r_text, add_special_tokens=False), "qid": qid, "docid": d})
+            stats["pairs"] += 1
+    return rows, stats
 
 
 # -- inference -----------------------------------------------------------------------------------------
@@ -522,3 +583,62 @@ class ReasoningStudentReranker(RationaleReranker):
         cost["truncated_docs"] = truncated
         return ranking_from_scores(docs, scores, rationales=rationales, cost=cost,
                                    extra={"verdicts": verdicts, "p_yes": p_yes})
+
+
+def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta: dict, tokenizer,
+                       per_query: int = 4, queries: int | None = None, seed: int = 0,
+                       top_m: int = 5, balance: bool = True) -> list[dict]:
+    """One row per (query, document): ``prompt`` (the served string), ``qid``, ``docid``, ``label``,
+    ``teacher_label`` (see the module docstring). ``meta`` is the student's metadata (prompt, max_doc_tokens).
+
+    ``balance`` (the default): a query with no "yes" target among its ranked documents gives no prompts, so
+    the prompts are as many "yes" as "no" when ``per_query`` is even. Without it such a query gives
+    ``per_query`` "no"s, and on judged data where the relevant document is often outside the candidates
+    (SciFact: 29 "no" of 40 prompts) a policy that always answers "no" already earns most of the relevance
+    reward."""
+    from llmrank.prompts import load_prompt
+    from llmrank.rerankers.rationale import build_rationale_prompt
+
+    if per_query < 1:
+        raise LlmrankError(f"refine.options.per_query: must be at least 1, got {per_query}")
+    prompt = load_prompt(meta["prompt"])
+    rng = random.Random(seed)
+    rows, skipped = [], 0
+    qids = list(teacher_records)[:queries] if queries else list(teacher_records)
+    for qid in qids:
+        rec = teacher_records[qid]
+        if qid not in data.queries:
+            raise LlmrankError(f"teacher record for query '{qid}' has no query text in {data.source}")
+        verdicts = teacher_verdicts(rec, top_m=top_m)
+        judged = (data.qrels or {}).get(qid)
+        cands = []
+        for d in rec["ranking"]:
+            if d not in data.docs:
+                raise LlmrankError(f"teacher record for query '{qid}' names document '{d}' not in {data.source}")
+            label = float(judged.get(d, 0)) if judged else None
+            teacher = verdicts.get(d)
+            target = label if label is not None else (None if teacher is None else float(teacher))
+            if target is not None:
+                cands.append((d, label, None if teacher is None else float(teacher), target > 0))
+        pos = [c for c in cands if c[3]][: max(1, per_query // 2)]
+        if balance and not pos:
+            skipped += 1
+            continue
+        neg = [c for c in cands if not c[3]][: per_query - len(pos)]
+        picked = pos + neg
+        rng.shuffle(picked)
+        for d, label, teacher, _ in picked:
+            text, _ = build_rationale_prompt(prompt, tokenizer, data.queries[qid].text, data.docs[d].contents,
+                                             meta.get("max_doc_tokens"))
+            rows.append({"prompt": text, "qid": qid, "docid": d, "label": label, "teacher_label": teacher})
+    if not rows:
+        raise LlmrankError(f"no GRPO prompts: each of the {skipped} queries has no 'yes' target among its ranked "
+                           "documents (refine.options.balance: true keeps only queries that have one)" if skipped else
+                           "no GRPO prompts: no teacher-ranked document has a qrels label or a teacher verdict")
+    if skipped:
+        log.info("GRPO prompts: %d of %d queries have no 'yes' target among their ranked documents and give no "
+                 "prompts (refine.options.balance)", skipped, len(qids))
+    return rows
+
+
+__getattr__ = lazy_names(ReasoningStudentConfig=lambda: ReasoningStudent.config_class())

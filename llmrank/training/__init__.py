@@ -1,2 +1,3 @@
-"""What students share: training examples from teacher runs (:mod:`llmrank.training.examples`) and, on top
-of any student kind, refinement. The students themselves live in :mod:`llmrank.students`."""
+"""Refinement on top of any student kind (GRPO, DPO) and the rewards it trains on. The students themselves,
+and the examples they are distilled from (:mod:`llmrank.students.examples`), live in :mod:`llmrank.students`,
+the layer below."""

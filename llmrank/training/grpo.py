@@ -7,7 +7,7 @@ Group Relative Policy Optimization (Shao et al. 2024, "DeepSeekMath"), as InteRa
 agrees with the qrels label, else the teacher's), and the policy moves toward the completions that beat
 their group's mean.
 
-**Prompts** (:func:`build_grpo_prompts`) are the strings the student is served with:
+**Prompts** (:func:`llmrank.students.reasoning.build_grpo_prompts`, the reasoning kind's ``refine_rows``) are the strings the student is served with:
 :func:`llmrank.rerankers.rationale.build_rationale_prompt` (the builder the SFT examples and the reasoning
 reranker use, documents truncated to the student's ``max_doc_tokens``), one per (query, document) from
 the teacher's ranking: per query up to ``per_query`` documents, half of them with target "yes" (judged
@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import random
 from pathlib import Path
 
-from llmrank.data.types import RankingData
 from llmrank.errors import LlmrankError
+from llmrank.students.reasoning import build_grpo_prompts  # noqa: F401 - the reasoning kind builds the prompts
 from llmrank.training.refined import check_method, lora_config, save_refined, start_model
 
 log = logging.getLogger(__name__)
@@ -50,63 +49,6 @@ def check_use_vllm(use_vllm: bool, where: str = "refine.training.use_vllm") -> N
     if use_vllm and not vllm_available():
         raise LlmrankError(f"{where}: true needs vLLM installed (pip install vllm, on a CUDA machine); set it to "
                            "false to generate with transformers (the CPU path)")
-
-
-def build_grpo_prompts(data: RankingData, teacher_records: dict[str, dict], meta: dict, tokenizer,
-                       per_query: int = 4, queries: int | None = None, seed: int = 0,
-                       top_m: int = 5, balance: bool = True) -> list[dict]:
-    """One row per (query, document): ``prompt`` (the served string), ``qid``, ``docid``, ``label``,
-    ``teacher_label`` (see the module docstring). ``meta`` is the student's metadata (prompt, max_doc_tokens).
-
-    ``balance`` (the default): a query with no "yes" target among its ranked documents gives no prompts, so
-    the prompts are as many "yes" as "no" when ``per_query`` is even. Without it such a query gives
-    ``per_query`` "no"s, and on judged data where the relevant document is often outside the candidates
-    (SciFact: 29 "no" of 40 prompts) a policy that always answers "no" already earns most of the relevance
-    reward."""
-    from llmrank.prompts import load_prompt
-    from llmrank.rerankers.rationale import build_rationale_prompt
-    from llmrank.students.reasoning import teacher_verdicts
-
-    if per_query < 1:
-        raise LlmrankError(f"refine.options.per_query: must be at least 1, got {per_query}")
-    prompt = load_prompt(meta["prompt"])
-    rng = random.Random(seed)
-    rows, skipped = [], 0
-    qids = list(teacher_records)[:queries] if queries else list(teacher_records)
-    for qid in qids:
-        rec = teacher_records[qid]
-        if qid not in data.queries:
-            raise LlmrankError(f"teacher record for query '{qid}' has no query text in {data.source}")
-        verdicts = teacher_verdicts(rec, top_m=top_m)
-        judged = (data.qrels or {}).get(qid)
-        cands = []
-        for d in rec["ranking"]:
-            if d not in data.docs:
-                raise LlmrankError(f"teacher record for query '{qid}' names document '{d}' not in {data.source}")
-            label = float(judged.get(d, 0)) if judged else None
-            teacher = verdicts.get(d)
-            target = label if label is not None else (None if teacher is None else float(teacher))
-            if target is not None:
-                cands.append((d, label, None if teacher is None else float(teacher), target > 0))
-        pos = [c for c in cands if c[3]][: max(1, per_query // 2)]
-        if balance and not pos:
-            skipped += 1
-            continue
-        neg = [c for c in cands if not c[3]][: per_query - len(pos)]
-        picked = pos + neg
-        rng.shuffle(picked)
-        for d, label, teacher, _ in picked:
-            text, _ = build_rationale_prompt(prompt, tokenizer, data.queries[qid].text, data.docs[d].contents,
-                                             meta.get("max_doc_tokens"))
-            rows.append({"prompt": text, "qid": qid, "docid": d, "label": label, "teacher_label": teacher})
-    if not rows:
-        raise LlmrankError(f"no GRPO prompts: each of the {skipped} queries has no 'yes' target among its ranked "
-                           "documents (refine.options.balance: true keeps only queries that have one)" if skipped else
-                           "no GRPO prompts: no teacher-ranked document has a qrels label or a teacher verdict")
-    if skipped:
-        log.info("GRPO prompts: %d of %d queries have no 'yes' target among their ranked documents and give no "
-                 "prompts (refine.options.balance)", skipped, len(qids))
-    return rows
 
 
 def train_grpo(student_dir: str | Path, rows: list[dict], args, rewards: list[dict] | None = None,
@@ -130,7 +72,7 @@ def train_grpo(student_dir: str | Path, rows: list[dict], args, rewards: list[di
     args.reward_weights = weights
     tok.padding_side = "left"
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                          processing_class=tok, peft_config=lora_config(lora), callbacks=callbacks)
+                          processing_class=tok, peft_config=lora_config(lora, meta.get("kind", "pointwise")), callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         names = [f.__name__ for f in funcs]

@@ -20,64 +20,23 @@ import json
 import logging
 from pathlib import Path
 
-from llmrank.errors import LlmrankError
-from llmrank.students import STUDENT_FILE, get_student, load_student_model
+from llmrank.students import get_student, start_model, student_meta  # noqa: F401 - the start of a refinement, importable from here
+from llmrank.students.base import write_training_logs
 
 log = logging.getLogger(__name__)
 
 
-
-def student_meta(student_dir: str | Path) -> tuple[Path, dict]:
-    """``(folder, metadata)`` of a saved student: the folder holding ``llmrank_student.json`` — the given one,
-    or its ``merged/`` or ``adapter/`` (a distill run's output folder)."""
-    p = Path(student_dir)
-    for cand in (p, p / "merged", p / "adapter"):
-        f = cand / STUDENT_FILE
-        if f.is_file():
-            return cand, json.loads(f.read_text())
-    raise LlmrankError(f"{p}: not an llmrank student (no {STUDENT_FILE} in it, nor in its merged/ or adapter/); "
-                       "give the output folder of a distill run")
-
-
 def check_method(method: str, kind: str, where: str = "refine.method") -> None:
-    """A refine method that does not fit the student kind is an error naming the key."""
-    fits = get_student(kind).refine_methods  # GRPO rewards generated text: a yes/no scorer generates none
-    if method not in fits:
-        why = (" (a pointwise yes/no scorer generates nothing for GRPO to reward; refine it with 'dpo' on the "
-               "document pairs the teacher orders and it misorders)" if kind == "pointwise" and method == "grpo" else "")
-        raise LlmrankError(f"{where}: '{method}' does not fit a {kind} student{why}; methods for a {kind} student: "
-                           f"{', '.join(fits)}")
+    """A refine method that does not fit the student kind is an error naming the key
+    (:func:`llmrank.training.refiners.check_fits`)."""
+    from llmrank.training.refiners import check_fits
+
+    check_fits(method, get_student(kind), where)
 
 
-def start_model(student_dir: str | Path, out: Path, dtype: str = "float32"):
-    """``(model, tokenizer, meta, base_path)``: the distilled student as a plain model with its adapter merged
-    in (its ``merged/`` folder; an adapter-only student is merged here and saved once to ``<out>/base``)."""
-    folder, meta = student_meta(student_dir)
-    if (folder / "adapter_config.json").is_file():
-        merged = Path(student_dir) / "merged"
-        if (merged / STUDENT_FILE).is_file() and not (merged / "adapter_config.json").is_file():
-            folder = merged
-    if (folder / "adapter_config.json").is_file():
-        base = out / "base"
-        if not (base / STUDENT_FILE).is_file():
-            model, tok, meta = load_student_model(folder, dtype)
-            model = model.merge_and_unload()
-            model.save_pretrained(base)
-            tok.save_pretrained(base)
-            (base / STUDENT_FILE).write_text(json.dumps(meta, indent=1))
-        folder = base
-    model, tok, meta = load_student_model(folder, dtype)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return model, tok, meta, str(folder.resolve())
-
-
-def lora_config(lora: dict | None):
-    from peft import LoraConfig
-
-    lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear", **(lora or {})}
-    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+def lora_config(lora: dict | None, kind: str = "pointwise"):
+    """The refinement's new adapter: peft's ``LoraConfig`` for the student kind (:meth:`Student.lora_config`)."""
+    return get_student(kind).lora_config(lora)
 
 
 def save_refined(trainer, tokenizer, meta: dict, base_path: str, out: Path, method: str, info: dict,
@@ -86,20 +45,9 @@ def save_refined(trainer, tokenizer, meta: dict, base_path: str, out: Path, meth
     (the trainer's rows with a ``step`` and any of ``log_keys``)."""
     refined = {**meta, "base_model": base_path,
                "refined": {"method": method, "from": str(meta.get("base_model")), **info}}
-    text = json.dumps(refined, indent=1)
-    adapter = out / "adapter"
-    trainer.model.save_pretrained(adapter)
-    tokenizer.save_pretrained(adapter)
-    (adapter / STUDENT_FILE).write_text(text)
-    rows = [{"step": e["step"], **{k: e[k] for k in log_keys if k in e}} for e in trainer.state.log_history
-            if "step" in e and any(k in e for k in log_keys)]
-    (adapter / "trainer_log.json").write_text(json.dumps(rows))
-    train_info = {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step, **info}
-    (adapter / "training_info.json").write_text(json.dumps(train_info))
-    merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(out / "merged")
-    tokenizer.save_pretrained(out / "merged")
-    (out / "merged" / STUDENT_FILE).write_text(text)
+    student = get_student(meta.get("kind", "pointwise"))
+    student.save(trainer.model, tokenizer, out, refined, merge=True)
+    write_training_logs(trainer, out, info, log_keys)
 
 
 def read_trainer_log(student_dir: str | Path) -> list[dict]:

@@ -37,16 +37,14 @@ from collections.abc import Callable
 
 from llmrank.errors import LlmrankError
 from llmrank.rerankers.permutation import parse_permutation
-from llmrank.rerankers.rationale import parse_rationale
+from llmrank.rerankers.rationale import ANSWER_TAG as _ANSWER_TAG
+from llmrank.rerankers.rationale import answer_span, strict_verdict  # noqa: F401 - the strict reading, shared with the students
 
 OUTPUTS = ("verdict", "grade", "setwise", "permutation")
 """The answer forms :func:`format_reward` checks."""
 
-_VERDICT_LINE = re.compile(r"[*_\s]*verdict[*_\s]*:[*_\s]*(yes|no)[*_\s]*[.!]?[*_\s]*", re.I)
-_GRADE_LINE = re.compile(r"[*_\s]*(?:score|grade)[*_\s]*:[*_\s]*([0-9]+)(?:\s*/\s*[0-9]+)?[*_\s]*\.?[*_\s]*", re.I)
 _SETWISE_LINE = re.compile(r"\s*(?:passage\s+)?\[?([A-Z])\]?\s*\.?\s*", re.I)
 _PERMUTATION_LINE = re.compile(r"\s*\[\s*[0-9]+\s*\](?:\s*>\s*\[\s*[0-9]+\s*\])*\s*")
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 
 
 # -- reading completions -------------------------------------------------------------------------------
@@ -64,36 +62,6 @@ def completion_text(completion) -> str:
         parts = [m.get("content") or "" for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
         return "\n".join(p if isinstance(p, str) else "" for p in parts)
     return str(completion)
-
-
-def answer_span(text: str, tags: bool = False) -> str | None:
-    """The answer part of a completion: with ``tags``, the inside of its only ``<answer>…</answer>`` (None
-    when there is not exactly one, or when anything but whitespace follows it); otherwise its last
-    non-empty line (None for an empty completion)."""
-    text = text or ""
-    if tags:
-        found = list(_ANSWER_TAG.finditer(text))
-        if len(found) != 1 or text[found[0].end():].strip():
-            return None
-        return found[0].group(1).strip()
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else None
-
-
-def strict_verdict(text: str, graded: bool = False, max_grade: int = 3, tags: bool = False) -> float | None:
-    """The verdict (yes = 1.0, no = 0.0) or grade (0..max_grade) of a completion whose answer is exactly
-    ``Verdict: yes|no`` (or ``Score: g`` / ``Grade: g`` when ``graded``); None otherwise."""
-    span = answer_span(text, tags)
-    if span is None:
-        return None
-    line = span.strip()
-    pattern = _GRADE_LINE if graded else _VERDICT_LINE
-    if not pattern.fullmatch(line):
-        return None
-    value = parse_rationale(line, graded=graded, max_grade=max_grade)[1]
-    if value is None or (graded and not 0 <= value <= max_grade):
-        return None
-    return value
 
 
 def strict_setwise(text: str, n: int, tags: bool = False) -> int | None:
@@ -289,7 +257,17 @@ REWARDS: dict[str, Callable] = {
     "listwise_ndcg": listwise_ndcg_reward,
     "length": length_reward,
 }
-"""Reward name (``refine.rewards[].name``) -> function."""
+"""Reward name (``refine.rewards[].name``) -> function; add one with :func:`register_reward`."""
+
+
+def register_reward(name: str, fn: Callable) -> None:
+    """Register a reward function (trl's signature, ``f(prompts, completions, **columns) -> list[float]``)
+    under ``name``; its keyword parameters with defaults are its options (``refine.rewards[].options``)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise LlmrankError(f"register_reward: a reward name is a name such as 'relevance' (got {name!r})")
+    if not callable(fn):
+        raise LlmrankError(f"register_reward({name!r}): {fn!r} is not a function")
+    REWARDS[name] = fn
 
 OUTPUT_OF = {"relevance": "verdict", "setwise": "setwise", "listwise_ndcg": "permutation"}
 """The answer form each task reward reads (what a ``format`` reward next to it should check)."""
@@ -323,6 +301,12 @@ def build_reward(name: str, where: str = "reward", **options) -> Callable:
         close = difflib.get_close_matches(bad[0], sorted(allowed), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise LlmrankError(f"{where}: reward '{name}' has no option '{bad[0]}'{hint} (options: {', '.join(sorted(allowed))})")
+    from llmrank.config.options import check_options, signature_options
+
+    specs, _ = signature_options(fn)
+    problems = check_options([sp for sp in specs if sp.name in allowed], options, f"reward '{name}'")
+    if problems:
+        raise LlmrankError(f"{where}: " + "; ".join(f"option '{k[0]}': {m}" if k else m for k, m in problems))
 
     @functools.wraps(fn)
     def bound(prompts, completions, **columns):

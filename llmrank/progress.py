@@ -1,4 +1,5 @@
-"""Periodic progress lines for long per-query loops, for logs (stderr not a terminal, where tqdm is off).
+"""Periodic progress lines for long per-query loops (evaluation, refinement), for logs (stderr not a terminal,
+where tqdm is off).
 
 ``ProgressLines(label, total)`` is an ``on_ranking(qid, ranking)`` callback for ``Reranker.rerank_all``: it
 prints ``[eval] scifact-test student: 12/40 queries, 1.9 s/query, about 53 s left`` to stderr at most every

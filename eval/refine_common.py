@@ -1,4 +1,4 @@
-"""What the refinement benchmarks (``bench_dpo_cpu.py``, ``bench_grpo_cpu.py``) share: SciFact train queries
+"""What the refinement benchmarks (``eval.bench_dpo_cpu``, ``eval.bench_grpo_cpu``) share: SciFact train queries
 with BM25's order as the teacher, held-out nDCG@10 of a saved student, and first/last-quarter means of a
 trainer log."""
 
