@@ -1,7 +1,7 @@
 """Bi-encoder student benchmark: reranking, first-stage retrieval, cost per query against the LLM student,
 and TREC DL19 transfer, all in one process (so cost ratios share the machine's load).
 
-    LLMRANK_DATA=../shared/data python eval/bench_biencoder.py \
+    LLMRANK_DATA=../shared/data python -m eval.bench_biencoder \
         --student runs/biencoder-cpu/distill/merged --llm-student runs/quickstart-cpu/distill/merged \
         --out runs/bench-biencoder.json [--parts rerank first_stage cost dl19]
 

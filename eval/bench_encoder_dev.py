@@ -2,11 +2,11 @@
 queries): each variant of a recipe's distill section (``--recipe``, default ``recipes/encoder-cpu.yaml``) is
 trained on the teacher file and scored on the dev queries' BM25 top-20, one after the other in one process.
 
-    LLMRANK_DATA=../shared/data python eval/bench_encoder_dev.py \
+    LLMRANK_DATA=../shared/data python -m eval.bench_encoder_dev \
         --teacher runs/quickstart-cpu/teach/teacher.jsonl --dev-queries 60 --out runs/bench-ce-dev.json \
         --variant base= \
         --variant lr1e-4='distill.training.learning_rate=1e-4 distill.head_learning_rate=1e-3'
-    LLMRANK_DATA=../shared/data python eval/bench_encoder_dev.py --recipe recipes/biencoder-cpu.yaml \
+    LLMRANK_DATA=../shared/data python -m eval.bench_encoder_dev --recipe recipes/biencoder-cpu.yaml \
         --teacher runs/quickstart-cpu/teach/teacher.jsonl --out runs/bench-bi-dev.json --variant base=
 
 The dev queries are the last ``--dev-queries`` of SciFact train (the teacher's queries are the first ones; a

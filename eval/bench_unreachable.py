@@ -7,7 +7,7 @@ the line itself, and whether it names a recipe key. As the baseline, in the same
 alone is asked for the recipe's teacher config (``transformers.AutoConfig.from_pretrained``), what the stages
 did before the pre-run check: the ratio is llmrank's time over the library's.
 
-    python eval/bench_unreachable.py [--recipes instruction-distill-7b dpo] [--no-baseline]
+    python -m eval.bench_unreachable [--recipes instruction-distill-7b dpo] [--no-baseline]
 
 Where the hub *is* reachable the recipes' models resolve and nothing fails: the numbers mean something only
 on a machine without hub access (what they measure is the time to an error).

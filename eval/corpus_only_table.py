@@ -3,7 +3,7 @@ the student trained on generated queries next to its zero-shot self, the quickst
 real train queries, and BM25, with the paired tests (t-test and sign-flip randomization, per-query nDCG@10)
 of the generated-query student against its zero-shot self and against the quickstart student.
 
-    python eval/corpus_only_table.py --run runs/corpus-only-cpu --data ../shared/data/scifact
+    python -m eval.corpus_only_table --run runs/corpus-only-cpu --data ../shared/data/scifact
 
 Reads the eval rows the runs wrote (``eval/scifact-test/<row>.json``); computes nothing but the tests. The
 quickstart student's row is the run's own ``quickstart_student`` row when the run was given it

@@ -14,7 +14,7 @@ JUDGE=(--top-k 20 --dtype float32 --max-doc-tokens 128)
 echo "== $(date -u +%T) SciFact systems"
 python -m llmrank rerank "$DATA/scifact" --split test --queries "$N" --top-k 20 --method dense --model minilm-l6 \
   -o "$OUT/scifact_dense.trec" --overwrite
-python eval/judge_systems.py controls "$E/first_stage.trec" --top-k 20 --out-prefix "$OUT/scifact_bm25"
+python -m eval.judge_systems controls "$E/first_stage.trec" --top-k 20 --out-prefix "$OUT/scifact_bm25"
 echo "== $(date -u +%T) SciFact judge"
 python -m llmrank judge "$DATA/scifact" --split test --queries "$N" "${JUDGE[@]}" -o "$OUT/scifact.qrels" \
   --run bm25="$E/first_stage.trec" --run teacher_fusion="$E/teacher.trec" --run dense_minilm="$OUT/scifact_dense.trec" \
@@ -23,7 +23,7 @@ python -m llmrank judge "$DATA/scifact" --split test --queries "$N" "${JUDGE[@]}
   --run bm25_shuffled="$OUT/scifact_bm25_shuffled.trec"
 echo "== $(date -u +%T) DL19 systems"
 DL=$DATA/trec-dl19/bm25_top100.json
-python eval/judge_systems.py controls "$DATA/trec-dl19/bm25_top100.run" --top-k 20 --out-prefix "$OUT/dl19_bm25"
+python -m eval.judge_systems controls "$DATA/trec-dl19/bm25_top100.run" --top-k 20 --out-prefix "$OUT/dl19_bm25"
 python -m llmrank rerank "$DL" --queries "$N" --top-k 20 --method dense --model minilm-l6 -o "$OUT/dl19_dense.trec" --overwrite
 python -m llmrank rerank "$DL" --queries "$N" --top-k 20 --method pointwise --model smollm2-135m --prompt yes_no \
   --dtype float32 -o "$OUT/dl19_zero_shot.trec" --overwrite
@@ -38,6 +38,6 @@ python -m llmrank judge "$DL" --queries "$N" "${JUDGE[@]}" -o "$OUT/dl19.qrels" 
   --run student_generated="$OUT/dl19_student_generated.trec" --run bm25_reversed="$OUT/dl19_bm25_reversed.trec" \
   --run bm25_shuffled="$OUT/dl19_bm25_shuffled.trec"
 for f in scifact dl19; do
-  python eval/judge_systems.py tau "$OUT/$f.agreement.json" --without bm25_reversed bm25_shuffled
+  python -m eval.judge_systems tau "$OUT/$f.agreement.json" --without bm25_reversed bm25_shuffled
 done
 echo "== $(date -u +%T) done"

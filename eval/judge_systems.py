@@ -3,14 +3,14 @@
 ``controls``: two control systems from a first-stage run, for the system-order τ of ``llmrank judge --run``:
 the top ``k`` of each query reversed, and shuffled with a seed (scores rewritten to the new order).
 
-    python eval/judge_systems.py controls RUN --queries 20 --top-k 20 --out-prefix runs/judge/bm25
+    python -m eval.judge_systems controls RUN --queries 20 --top-k 20 --out-prefix runs/judge/bm25
 
 writes ``<prefix>_reversed.trec`` and ``<prefix>_shuffled.trec``.
 
 ``tau``: the τ-b of a judge run's ``<stem>.agreement.json`` recomputed over a subset of its systems (e.g.
 without the controls, which any judge that tells relevant from non-relevant at all orders correctly):
 
-    python eval/judge_systems.py tau runs/judge/scifact.agreement.json --without bm25_reversed bm25_shuffled
+    python -m eval.judge_systems tau runs/judge/scifact.agreement.json --without bm25_reversed bm25_shuffled
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Does trl's GRPO with ``use_vllm`` (colocate: vLLM in the training process, the mode for one GPU) run here?
 
-Run it with the python that has vLLM (``.venv-vllm/bin/python eval/probe_grpo_use_vllm.py``). It builds the
+Run it with the python that has vLLM (``.venv-vllm/bin/python -m eval.probe_grpo_use_vllm``). It builds the
 rehearsal's tiny stand-in (llmrank.rehearse), puts a LoRA on it and trains one GRPO step of 2 prompts x 2
 generations with ``use_vllm=True, vllm_mode="colocate"``, then the same step with trl's own generation, and
 prints for each: whether it ran, the wall seconds, the step's reward and loss, and the completions; where
 colocate fails, the exception's type and first line and the frame it came from (the measured reason).
 
-    PYTHONPATH=. .venv-vllm/bin/python eval/probe_grpo_use_vllm.py [--only vllm|hf]
+    PYTHONPATH=. .venv-vllm/bin/python -m eval.probe_grpo_use_vllm [--only vllm|hf]
 """
 
 from __future__ import annotations

@@ -42,10 +42,11 @@ def build_tiny_llama(path: str | os.PathLike[str], seed: int = 0, tokenizer_from
     return out
 
 
-def build_tiny_bert(path: str | os.PathLike[str], seed: int = 0) -> Path:
+def build_tiny_bert(path: str | os.PathLike[str], seed: int = 0, dropout: float = 0.1) -> Path:
     """A 2-layer random ``BertModel`` (hidden 32, 2 heads, intermediate 64) with the embedded all-MiniLM-L6-v2
     tokenizer (``minilm-l6``), saved to ``path``: a stand-in base for the encoder students' unit tests (a
-    cross-encoder student adds its one-logit head on top). The same ``seed`` gives the same weights."""
+    cross-encoder student adds its one-logit head on top). The same ``seed`` gives the same weights; ``dropout``
+    sets BERT's hidden and attention dropout (0: training steps that do not depend on a random stream)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -53,7 +54,8 @@ def build_tiny_bert(path: str | os.PathLike[str], seed: int = 0) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_dense_model("minilm-l6"), local_files_only=True)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, type_vocab_size=2)
+                        intermediate_size=64, max_position_embeddings=512, type_vocab_size=2,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     torch.manual_seed(seed)
     model = BertModel(config).eval()
     out = Path(path)

@@ -4,7 +4,9 @@ With the global batch fixed (``--global-batch-size 2``: one process accumulates 
 one each), DDP and FSDP give the same loss at every step as one process. LoRA dropout is off: its masks come
 from each process's own random stream, so with it on the runs differ from the second step (the adapter's B
 matrices start at zero, so the first step's loss matches either way). DeepSpeed is not exercised: it does
-not install on this CPU-only CI (it builds against a CUDA toolchain).
+not install on this CPU-only CI (it builds against a CUDA toolchain). The encoder students (cross-encoder,
+bi-encoder) train on the same ``transformers.Trainer`` path: under DDP they give the loss of one process too
+(a tiny BERT with dropout off, for the same reason as LoRA dropout).
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ def _data(tmp_path: Path) -> Path:
     return path
 
 
-def _distill(tiny_model_dir, data: Path, out: Path, launch: list[str]) -> list[dict]:
-    args = ["-m", "llmrank", "distill", "--dataset", str(data), "--oracle", "--top-k", "4", "--group-size", "4",
-            "--model", str(tiny_model_dir), "--max-steps", str(STEPS), "--max-doc-tokens", "16",
-            "--global-batch-size", "2", "--logging-steps", "1", "--lora-dropout", "0", "-o", str(out)]
+def _distill(tiny_model_dir, data: Path, out: Path, launch: list[str], kind: str = "pointwise") -> list[dict]:
+    args = ["-m", "llmrank", "distill", "--kind", kind, "--dataset", str(data), "--oracle", "--top-k", "4",
+            "--group-size", "4", "--model", str(tiny_model_dir), "--max-steps", str(STEPS),
+            "--global-batch-size", "2", "--logging-steps", "1", "-o", str(out)]
+    encoder = ["--per-device-train-batch-size", "1", "--learning-rate", "1e-2"]
+    args += {"pointwise": ["--max-doc-tokens", "16", "--lora-dropout", "0"],
+             "cross-encoder": ["--max-doc-tokens", "16", *encoder],
+             "bi-encoder": ["--max-seq-length", "32", *encoder]}[kind]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *launch, *args], env=env, capture_output=True, text=True, timeout=900,
                           cwd=ROOT)
@@ -68,6 +74,25 @@ def test_two_processes_give_the_loss_of_one_per_step(config, one_process, tiny_m
     for a, b in zip(log1, log2):
         assert abs(a["loss"] - b["loss"]) < 1e-4, (config, log1, log2)
     assert (tmp_path / "student" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    from tests._tiny import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", dropout=0.0)
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_encoder_students_under_ddp_give_the_loss_of_one_process(kind, tiny_bert_dir, tmp_path):
+    info1, log1 = _distill(tiny_bert_dir, _data(tmp_path), tmp_path / "one", [], kind)
+    info2, log2 = _distill(tiny_bert_dir, _data(tmp_path), tmp_path / "two", _launch("ddp.yaml"), kind)
+    assert (info1["world_size"], info1["gradient_accumulation_steps"]) == (1, 2)
+    assert (info2["world_size"], info2["gradient_accumulation_steps"]) == (2, 1)
+    assert [r["step"] for r in log2] == [r["step"] for r in log1] == list(range(1, STEPS + 1))
+    assert len({round(r["loss"], 3) for r in log1}) > 1  # the weights move: the runs compare step by step
+    for a, b in zip(log1, log2):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (kind, log1, log2)
 
 
 def test_the_gpu_recipes_name_the_configs():

@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
                    help="memory of one GPU in GiB (default 80: an H100/A100 80GB)")
     p.add_argument("--rate", type=float, default=None, metavar="TOKENS_PER_S",
-                   help="the teacher's prompt tokens/s (measure: python eval/bench_throughput.py --parts d); "
+                   help="the teacher's prompt tokens/s (measure: python -m eval.bench_throughput --parts d); "
                         "default: FLOPs at --tflops")
     p.add_argument("--gen-rate", type=float, default=None, metavar="TOKENS_PER_S",
                    help="the teacher's generated tokens/s (with --rate)")
