@@ -60,9 +60,12 @@ items = [{"query": "how do mosquito nets prevent malaria", "hits": [
 Path("data").mkdir(exist_ok=True)
 Path("data/cands.json").write_text(json.dumps(items))
 Path("data/qrels.txt").write_text("q1 0 a0 2\nq1 0 a3 1\nq2 0 b1 2\nq2 0 b2 1\n")
-sys.path.insert(0, str(Path(sys.argv[2]) / "tests"))  # the tests' tiny-model builder (llmrank stays the wheel's)
-from _tiny import build_tiny_llama
-build_tiny_llama("model", seed=0)
+# the benchmarks' tiny-model builder, loaded from its file (the checkout stays off sys.path: llmrank is the wheel's)
+import importlib.util
+spec = importlib.util.spec_from_file_location("tiny_models", Path(sys.argv[2]) / "eval" / "tiny_models.py")
+tiny = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tiny)
+tiny.build_tiny_llama("model", seed=0)
 assert venv in Path(sys.modules["llmrank.models"].__file__).resolve().parents
 print(f"[check_wheel] llmrank {llmrank.__version__} from {where.parent}")
 PY
