@@ -160,7 +160,7 @@ class Runner:
             info = getattr(self, f"stage_{stage}")() or {}
             self.finish(stage, time.perf_counter() - t0, **info)
             ran[stage] = "done"
-        if only is None and self.recipe.eval is not None and _state().is_main_process:
+        if only in (None, "eval") and self.recipe.eval is not None and _state().is_main_process:
             from llmrank.eval.report import write_report
 
             table = write_report(self)

@@ -171,3 +171,15 @@ def test_real_smollm2_pointwise_on_dl19(smollm2_dir):
     for qid in data.queries:
         assert sorted(run.docids(qid)) == sorted(data.candidates.docids(qid))
         assert all(0.0 <= s <= 1.0 for s in rankings[qid].scores)
+
+
+def test_documents_cut_in_one_call_equal_documents_cut_one_by_one(backend):
+    from llmrank.rerankers.pointwise import truncate_document, truncate_documents
+
+    docs = ["short", "", "word " * 300, "Ünïcödé text, with punctuation; " * 20, "exactly ten " * 5]
+    for n in (None, 1, 10, 64, 1000):
+        assert truncate_documents(backend.tokenizer, docs, n) == [truncate_document(backend.tokenizer, d, n) for d in docs]
+    cut = truncate_documents(backend.tokenizer, docs, 10)
+    assert [c for _, c in cut] == [False, False, True, True, True]
+    assert len(backend.tokenizer.encode(cut[2][0], add_special_tokens=False)) <= 10
+    assert truncate_documents(backend.tokenizer, [], 10) == []

@@ -775,3 +775,16 @@ def test_eval_query_field_reaches_the_bright_loader(tmp_path, monkeypatch, capsy
     assert rec["query_field"] == "human-reasoning" and "human-written" in rec["query_source"]
     out = capsys.readouterr().out
     assert "bright-biology (2 queries)" in out and "bright-biology-human-reasoning (2 queries)" in out
+
+
+def test_the_eval_stage_alone_writes_the_report(pipeline):
+    """`llmrank run RECIPE --stage eval` (e.g. with another eval suite or note) rewrites report.md and prints the
+    table, as a whole run does; the run folder is put back as it was at the end."""
+    root, recipe, out = pipeline["root"], pipeline["recipe"], pipeline["out"]
+    note = "A note given to the eval stage alone."
+    rc, stdout, stderr = _run_cli(["run", str(recipe), "--out", str(out), "--stage", "eval", "--set", f"eval.note={note}"])
+    assert rc == 0, stderr[-3000:]
+    assert note in (root / "report.md").read_text()
+    assert "| ranker | ndcg@10 |" in stdout and f"report: {root / 'report.md'}" in stdout
+    rc, stdout, stderr = _run_cli(["run", str(recipe), "--out", str(out), "--stage", "eval"])
+    assert rc == 0 and note not in (root / "report.md").read_text()

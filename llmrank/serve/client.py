@@ -183,9 +183,9 @@ class RerankClient(Reranker):
     def _prepare(self, documents: list[str]) -> tuple[list[str], int]:
         if self.tokenizer is None or not self.max_doc_tokens:
             return list(documents), 0
-        from llmrank.rerankers.pointwise import truncate_document
+        from llmrank.rerankers.pointwise import truncate_documents
 
-        cut = [truncate_document(self.tokenizer, d, self.max_doc_tokens) for d in documents]
+        cut = truncate_documents(self.tokenizer, documents, self.max_doc_tokens)
         return [d for d, _ in cut], sum(t for _, t in cut)
 
     def score(self, query: str, documents: list[str], endpoint: str = "rerank") -> np.ndarray:

@@ -79,10 +79,10 @@ def resolve_base(name: str) -> str:
 def encode_pairs(tokenizer, query: str | list[str], documents: list[str], max_doc_tokens: int | None, max_length: int):
     """``(batch encoding, truncated count)`` of (query, document) pairs: each document cut to
     ``max_doc_tokens`` tokens, the pairs tokenized as ``CrossEncoder.predict`` does."""
-    from llmrank.rerankers.pointwise import truncate_document
+    from llmrank.rerankers.pointwise import truncate_documents
 
     queries = [query] * len(documents) if isinstance(query, str) else list(query)
-    cut = [truncate_document(tokenizer, d, max_doc_tokens) for d in documents]
+    cut = truncate_documents(tokenizer, documents, max_doc_tokens)
     enc = tokenizer(queries, [d for d, _ in cut], padding=True, truncation="longest_first", max_length=max_length,
                     return_tensors="pt")
     return enc, sum(t for _, t in cut)
