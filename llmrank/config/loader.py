@@ -144,8 +144,8 @@ def _kind(annotation) -> tuple[str, Any]:
     return ("scalar", annotation)
 
 
-def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
-    """The section (pydantic model) at a key path, or None inside a free-form mapping."""
+def _kind_at(loc, root: type[BaseModel]) -> tuple[str, Any] | None:
+    """The kind (:func:`_kind`) at a key path from ``root``, or None inside a free-form mapping."""
     kind: tuple[str, Any] = ("model", root)
     for tok in loc:
         if kind[0] == "union":
@@ -154,30 +154,25 @@ def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
                 continue
         if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
             kind = _kind(kind[1].model_fields[tok].annotation)
-        elif (kind[0] == "list" and isinstance(tok, int)) or (kind[0] == "dict" and kind[1] is not Any):
+        elif (kind[0] == "list" and isinstance(tok, int)) or (kind[0] in ("list", "dict") and kind[1] is not Any):
             kind = _kind(kind[1])
         else:
             return None
-    if kind[0] == "union":
+    return kind
+
+
+def _model_at(loc, root: type[BaseModel]) -> type[BaseModel] | None:
+    """The section (pydantic model) at a key path, or None inside a free-form mapping."""
+    kind = _kind_at(loc, root)
+    if kind is not None and kind[0] == "union":
         return kind[1][0]
-    return kind[1] if kind[0] == "model" else None
+    return kind[1] if kind is not None and kind[0] == "model" else None
 
 
 def _union_at(loc, root: type[BaseModel]) -> list:
     """The members of the union of sections at a key path (a tagged section such as ``distill``), or []."""
-    kind: tuple[str, Any] = ("model", root)
-    for tok in loc:
-        if kind[0] == "union":
-            kind = _union_member(kind[1], tok)
-            if kind[0] == "model" and _tag_of(kind[1]) == tok:
-                continue
-        if kind[0] == "model" and isinstance(tok, str) and tok in kind[1].model_fields:
-            kind = _kind(kind[1].model_fields[tok].annotation)
-        elif kind[0] in ("list", "dict") and kind[1] is not Any:
-            kind = _kind(kind[1])
-        else:
-            return []
-    return list(kind[1]) if kind[0] == "union" else []
+    kind = _kind_at(loc, root)
+    return list(kind[1]) if kind is not None and kind[0] == "union" else []
 
 
 def _tag_of(model: type[BaseModel]) -> str | None:
