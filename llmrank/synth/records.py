@@ -81,7 +81,9 @@ class RecordLog:
 
     def append(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        os.write(self.fd, line)
+        n = os.write(self.fd, line)
+        while n < len(line):  # a short write (disk full, signal): finish it, as the teacher file does
+            n += os.write(self.fd, line[n:])
         os.fsync(self.fd)
         self.records.setdefault(record["key"], record)
 
